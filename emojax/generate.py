@@ -1,0 +1,118 @@
+"""KV-cache decoding with interventions active on prompt and generated tokens.
+
+Dimension legend: B batch, T prompt length, N new tokens, S = T + N cache length,
+L layers, G key/value heads, K head dim, V vocabulary.
+
+Prompts are left-padded (`attention_mask` 0 on the left), so every row's next token is
+written at the same cache slot and one jitted loop serves the batch. Additive steering
+entries built with `positions=None` also act on generated tokens; entries with a position
+mask act on the prompt only. Generation runs for exactly `max_new_tokens`; callers cut at
+the end-of-sequence token.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from emojax.config import ModelConfig
+from emojax.interventions import Intervention
+from emojax.model import default_positions, embed, run_layers, unembed
+from emojax.params import Params
+
+Array = jax.Array
+
+
+def _pick(logits: Array, temperature: Array, rng: Array) -> Array:
+    """Greedy when temperature == 0, else a sample from softmax(logits / temperature)."""
+    greedy = jnp.argmax(logits, axis=-1)
+    sampled = jax.random.categorical(rng, logits / jnp.maximum(temperature, 1e-6), axis=-1)
+    return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens"))
+def generate(
+    params: Params,
+    config: ModelConfig,
+    tokens: Array,
+    *,
+    max_new_tokens: int,
+    attention_mask: Array | None = None,
+    intervention: Intervention | None = None,
+    temperature: float | Array = 0.0,
+    rng: Array | None = None,
+) -> Array:
+    """Generates `max_new_tokens` tokens after each (left-padded) prompt.
+
+    Args:
+      params: model parameters.
+      config: the static model config.
+      tokens: int [B, T] prompts, left-padded.
+      max_new_tokens: number of tokens to generate (static).
+      attention_mask: [B, T] 1 for real prompt tokens; None = all real.
+      intervention: applied to the prompt and (see module docstring) to new tokens.
+      temperature: 0 for greedy decoding, > 0 to sample.
+      rng: PRNG key for sampling (required when temperature > 0).
+
+    Returns:
+      int32 [B, T + max_new_tokens]: the prompts followed by the generated tokens.
+    """
+    b, t = tokens.shape
+    s = t + max_new_tokens
+    tokens = tokens.astype(jnp.int32)
+    mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask
+    mask = mask.astype(jnp.int32)
+    iv = Intervention.none(config) if intervention is None else intervention
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    temperature = jnp.asarray(temperature, jnp.float32)
+    dtype = params.embed.dtype
+    shape = (config.num_layers, b, s, config.num_kv_heads, config.head_dim)
+    cache = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    k_valid = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), jnp.int32)], 1).astype(bool)
+
+    positions = default_positions(tokens, mask)
+    h = embed(params, config, tokens, positions)
+    h, _, cache = run_layers(
+        params,
+        config,
+        h,
+        positions=positions,
+        q_slots=jnp.arange(t),
+        k_valid=k_valid,
+        intervention=iv,
+        weights=iv.position_weights(b, t),
+        capture=False,
+        cache=cache,
+        cache_slot=0,
+    )
+    rng, key = jax.random.split(rng)
+    first = _pick(unembed(params, config, h[:, -1]), temperature, key)
+    new_weights = iv.position_weights(b, 1, new_tokens=True)
+
+    def step(carry, i):
+        token, position, cache, rng = carry
+        slot = t + i
+        x = embed(params, config, token[:, None], position[:, None])
+        x, _, cache = run_layers(
+            params,
+            config,
+            x,
+            positions=position[:, None],
+            q_slots=slot[None],
+            k_valid=k_valid,
+            intervention=iv,
+            weights=new_weights,
+            capture=False,
+            cache=cache,
+            cache_slot=slot,
+        )
+        rng, key = jax.random.split(rng)
+        nxt = _pick(unembed(params, config, x[:, -1]), temperature, key)
+        return (nxt, position + 1, cache, rng), nxt
+
+    carry = (first, positions[:, -1] + 1, cache, rng)
+    _, rest = jax.lax.scan(step, carry, jnp.arange(max_new_tokens - 1))
+    new = jnp.concatenate([first[:, None], rest.T], axis=1)
+    return jnp.concatenate([tokens, new], axis=1)

@@ -1,0 +1,158 @@
+"""Pure building blocks of the decoder: norms, rotary embeddings, attention, MLP.
+
+Dimension legend: B batch, T query time, S key time, D model width, H query heads,
+G key/value heads, R = H // G query heads per key/value head, K head dim, F MLP width.
+
+Every function is a pure function of arrays and a static `ModelConfig`. Numerics follow the
+Hugging Face reference: norms and softmax in float32, results cast back to the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emojax.config import ModelConfig
+from emojax.params import Norm
+
+Array = jax.Array
+
+# Finite "minus infinity": fully masked rows (left padding) stay NaN-free.
+MASK_VALUE = -1e30
+
+
+def norm(p: Norm, x: Array, config: ModelConfig) -> Array:
+    """RMSNorm or LayerNorm over the last axis, computed in float32 like the references."""
+    x32 = x.astype(jnp.float32)
+    scale = p.scale.astype(jnp.float32)
+    if config.norm_offset:
+        scale = 1.0 + scale
+    if config.norm_type == "layer":
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + config.norm_eps) * scale
+        return (y + p.bias.astype(jnp.float32)).astype(x.dtype)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + config.norm_eps)
+    if config.norm_offset:  # Gemma scales in float32, then casts.
+        return (y * scale).astype(x.dtype)
+    return (scale * y.astype(x.dtype).astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+    """Rotary inverse frequencies [K/2], with Llama 3.1 / linear scaling applied."""
+    k = config.head_dim
+    exponent = np.arange(0, k, 2, dtype=np.int64).astype(np.float32) / np.float32(k)
+    inv_freq = (1.0 / (np.float32(config.rope_theta) ** exponent)).astype(np.float32)
+    if not config.rope_scaling:
+        return inv_freq
+    s = dict(config.rope_scaling)
+    factor = float(s["factor"])
+    if s["rope_type"] == "linear":
+        return (inv_freq / factor).astype(np.float32)
+    # Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate in between.
+    low, high = float(s["low_freq_factor"]), float(s["high_freq_factor"])
+    old_len = float(s["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_tables(config: ModelConfig, positions: Array, dtype) -> tuple[Array, Array]:
+    """cos and sin tables [B, T, K] for integer positions [B, T]."""
+    inv_freq = jnp.asarray(rope_inv_freq(config))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, K/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotates x [B, T, N, K] with the half-split convention of the HF checkpoints."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+def attention_mask(
+    q_slots: Array, k_slots: Array, k_valid: Array, window: int | None
+) -> tuple[Array, Array]:
+    """Boolean masks [B, 1, 1, T, S] for full and sliding-window layers.
+
+    Args:
+      q_slots: [T] sequence slot of each query (cache index, not the RoPE position).
+      k_slots: [S] slot of each key.
+      k_valid: [B, S] True where the key is a real (non-padding, written) token.
+      window: sliding-window size, or None.
+    """
+    causal = k_slots[None, :] <= q_slots[:, None]  # [T, S]
+    full = causal[None] & k_valid[:, None, :]
+    if window is None:
+        sliding = full
+    else:
+        sliding = full & (q_slots[:, None] - k_slots[None, :] < window)[None]
+    return full[:, None, None], sliding[:, None, None]
+
+
+def project_qkv(lp, config: ModelConfig, x: Array, cos: Array, sin: Array):
+    """Query [B,T,H,K], key and value [B,T,G,K] for one layer's slice of LayerParams."""
+    q = jnp.einsum("btd,dhk->bthk", x, lp.wq)
+    k = jnp.einsum("btd,dgk->btgk", x, lp.wk)
+    v = jnp.einsum("btd,dgk->btgk", x, lp.wv)
+    if lp.bq is not None:
+        q, k, v = q + lp.bq, k + lp.bk, v + lp.bv
+    if lp.q_norm is not None:
+        q, k = norm(lp.q_norm, q, config), norm(lp.k_norm, k, config)
+    if config.positional == "rope":
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    return q, k, v
+
+
+def attend(lp, config: ModelConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Grouped-query attention and output projection; returns the write [B, T, D]."""
+    b, t, h, kd = q.shape
+    g = k.shape[2]
+    q = q.reshape(b, t, g, h // g, kd)
+    scores = jnp.einsum("btgrk,bsgk->bgrts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * config.query_scale
+    if config.attn_softcap is not None:
+        scores = jnp.tanh(scores / config.attn_softcap) * config.attn_softcap
+    scores = jnp.where(mask, scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bgrts,bsgk->btgrk", probs, v).reshape(b, t, h, kd)
+    out = jnp.einsum("bthk,hkd->btd", out, lp.wo)
+    if lp.bo is not None:
+        out = out + lp.bo
+    return out
+
+
+def activation(config: ModelConfig, x: Array) -> Array:
+    if config.activation == "silu":
+        return jax.nn.silu(x)
+    if config.activation == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if config.activation == "gelu":
+        return jax.nn.gelu(x, approximate=False)
+    return jax.nn.relu(x)
+
+
+def mlp(lp, config: ModelConfig, x: Array) -> Array:
+    """Gated (SwiGLU/GeGLU) or plain MLP; returns the write [B, T, D]."""
+    up = jnp.einsum("btd,df->btf", x, lp.w_up)
+    if lp.b_up is not None:
+        up = up + lp.b_up
+    if lp.w_gate is not None:
+        gate = jnp.einsum("btd,df->btf", x, lp.w_gate)
+        if lp.b_gate is not None:
+            gate = gate + lp.b_gate
+        hidden = activation(config, gate) * up
+    else:
+        hidden = activation(config, up)
+    out = jnp.einsum("btf,fd->btd", hidden, lp.w_down)
+    if lp.b_down is not None:
+        out = out + lp.b_down
+    return out

@@ -1,0 +1,387 @@
+"""Hugging Face checkpoints <-> emojax `Params`: one explicit name map per family.
+
+Dimension legend: L layers, D model width, H query heads, G key/value heads, K head dim,
+F MLP width, V vocabulary.
+
+All layout changes live here: PyTorch `nn.Linear` stores `[out, in]`, GPT-2's `Conv1D`
+stores `[in, out]` and fuses q, k, v; emojax stores `x @ w` orientation with explicit head
+axes (`wq [D, H, K]`, `wo [H, K, D]`). Loading needs no torch: tensors are read with
+`safetensors`, the tokenizer with `transformers.AutoTokenizer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import safe_open
+
+from emojax.config import ModelConfig
+from emojax.params import Params, param_shapes
+
+Array = jax.Array
+
+# Keys that carry no weights (non-persistent buffers in older checkpoints).
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attn.masked_bias", "attn.bias")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not match its config: a tensor is missing, unexpected or misshapen."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Where one Hugging Face tensor goes.
+
+    Attributes:
+      leaves: Params leaf paths (e.g. "layers.wq"); several for GPT-2's fused c_attn.
+      layer: layer index for stacked leaves, None for global weights.
+      to_ours: HF array -> tuple of leaf arrays (one per entry of `leaves`).
+      to_hf: tuple of leaf arrays -> HF array.
+    """
+
+    leaves: tuple[str, ...]
+    layer: int | None
+    to_ours: Callable[[Array], tuple[Array, ...]]
+    to_hf: Callable[..., Array]
+
+
+def _same() -> tuple[Callable, Callable]:
+    return (lambda w: (w,)), (lambda w: w)
+
+
+def _transpose() -> tuple[Callable, Callable]:
+    return (lambda w: (w.T,)), (lambda w: w.T)
+
+
+def _linear_in(n: int, k: int) -> tuple[Callable, Callable]:
+    """Linear [n*K, D] -> [D, n, K]."""
+    return (lambda w: (w.T.reshape(w.shape[1], n, k),)), (lambda w: w.reshape(w.shape[0], -1).T)
+
+
+def _linear_out(n: int, k: int) -> tuple[Callable, Callable]:
+    """Linear [D, n*K] -> [n, K, D]."""
+    return (lambda w: (w.T.reshape(n, k, w.shape[0]),)), (lambda w: w.reshape(n * k, -1).T)
+
+
+def _heads(n: int, k: int) -> tuple[Callable, Callable]:
+    """Bias [n*K] -> [n, K]."""
+    return (lambda b: (b.reshape(n, k),)), (lambda b: b.reshape(-1))
+
+
+def _conv_out(n: int, k: int) -> tuple[Callable, Callable]:
+    """Conv1D [n*K, D] -> [n, K, D]."""
+    return (lambda w: (w.reshape(n, k, -1),)), (lambda w: w.reshape(n * k, -1))
+
+
+def _fused_qkv_weight(h: int, k: int) -> tuple[Callable, Callable]:
+    """GPT-2 c_attn Conv1D [D, 3*H*K] -> wq, wk, wv [D, H, K]."""
+
+    def to_ours(w):
+        return tuple(x.reshape(w.shape[0], h, k) for x in jnp.split(w, 3, axis=1))
+
+    def to_hf(q, kk, v):
+        return jnp.concatenate([x.reshape(x.shape[0], -1) for x in (q, kk, v)], axis=1)
+
+    return to_ours, to_hf
+
+
+def _fused_qkv_bias(h: int, k: int) -> tuple[Callable, Callable]:
+    def to_ours(b):
+        return tuple(x.reshape(h, k) for x in jnp.split(b, 3))
+
+    def to_hf(q, kk, v):
+        return jnp.concatenate([x.reshape(-1) for x in (q, kk, v)])
+
+    return to_ours, to_hf
+
+
+def tensor_map(config: ModelConfig) -> dict[str, TensorSpec]:
+    """The full name map of a family: HF tensor name -> TensorSpec.
+
+    Args:
+      config: the model config.
+
+    Returns:
+      One entry per tensor the checkpoint must contain (without an optional `model.` /
+      `transformer.` prefix variant; see `canonical_name`).
+    """
+    c = config
+    h, g, k = c.num_heads, c.num_kv_heads, c.head_dim
+    out: dict[str, TensorSpec] = {}
+
+    def put(name: str, leaves: str | tuple[str, ...], layer: int | None, fns) -> None:
+        leaves = (leaves,) if isinstance(leaves, str) else leaves
+        out[name] = TensorSpec(leaves, layer, *fns)
+
+    if c.model_type == "gpt2":
+        put("transformer.wte.weight", "embed", None, _same())
+        put("transformer.wpe.weight", "pos_embed", None, _same())
+        put("transformer.ln_f.weight", "final_norm.scale", None, _same())
+        put("transformer.ln_f.bias", "final_norm.bias", None, _same())
+        for i in range(c.num_layers):
+            p = f"transformer.h.{i}."
+            put(p + "ln_1.weight", "layers.attn_norm.scale", i, _same())
+            put(p + "ln_1.bias", "layers.attn_norm.bias", i, _same())
+            qkv = ("layers.wq", "layers.wk", "layers.wv")
+            put(p + "attn.c_attn.weight", qkv, i, _fused_qkv_weight(h, k))
+            put(p + "attn.c_attn.bias", ("layers.bq", "layers.bk", "layers.bv"), i,
+                _fused_qkv_bias(h, k))  # fmt: skip
+            put(p + "attn.c_proj.weight", "layers.wo", i, _conv_out(h, k))
+            put(p + "attn.c_proj.bias", "layers.bo", i, _same())
+            put(p + "ln_2.weight", "layers.mlp_norm.scale", i, _same())
+            put(p + "ln_2.bias", "layers.mlp_norm.bias", i, _same())
+            put(p + "mlp.c_fc.weight", "layers.w_up", i, _same())
+            put(p + "mlp.c_fc.bias", "layers.b_up", i, _same())
+            put(p + "mlp.c_proj.weight", "layers.w_down", i, _same())
+            put(p + "mlp.c_proj.bias", "layers.b_down", i, _same())
+        if not c.tie_embeddings:
+            put("lm_head.weight", "lm_head", None, _transpose())
+        return out
+
+    put("model.embed_tokens.weight", "embed", None, _same())
+    put("model.norm.weight", "final_norm.scale", None, _same())
+    if not c.tie_embeddings:
+        put("lm_head.weight", "lm_head", None, _transpose())
+    for i in range(c.num_layers):
+        p = f"model.layers.{i}."
+        put(p + "input_layernorm.weight", "layers.attn_norm.scale", i, _same())
+        put(p + "self_attn.q_proj.weight", "layers.wq", i, _linear_in(h, k))
+        put(p + "self_attn.k_proj.weight", "layers.wk", i, _linear_in(g, k))
+        put(p + "self_attn.v_proj.weight", "layers.wv", i, _linear_in(g, k))
+        put(p + "self_attn.o_proj.weight", "layers.wo", i, _linear_out(h, k))
+        if c.qkv_bias:
+            put(p + "self_attn.q_proj.bias", "layers.bq", i, _heads(h, k))
+            put(p + "self_attn.k_proj.bias", "layers.bk", i, _heads(g, k))
+            put(p + "self_attn.v_proj.bias", "layers.bv", i, _heads(g, k))
+        if c.out_bias:
+            put(p + "self_attn.o_proj.bias", "layers.bo", i, _same())
+        if c.qk_norm:
+            put(p + "self_attn.q_norm.weight", "layers.q_norm.scale", i, _same())
+            put(p + "self_attn.k_norm.weight", "layers.k_norm.scale", i, _same())
+        if c.post_norms:
+            put(p + "post_attention_layernorm.weight", "layers.post_attn_norm.scale", i, _same())
+            put(p + "pre_feedforward_layernorm.weight", "layers.mlp_norm.scale", i, _same())
+            put(p + "post_feedforward_layernorm.weight", "layers.post_mlp_norm.scale", i, _same())
+        else:
+            put(p + "post_attention_layernorm.weight", "layers.mlp_norm.scale", i, _same())
+        for proj, leaf in (("gate_proj", "w_gate"), ("up_proj", "w_up"), ("down_proj", "w_down")):
+            put(p + f"mlp.{proj}.weight", f"layers.{leaf}", i, _transpose())
+            if c.mlp_bias:
+                put(p + f"mlp.{proj}.bias", f"layers.b{leaf[1:]}", i, _same())
+    return out
+
+
+def canonical_name(name: str, config: ModelConfig) -> str:
+    """Maps prefix variants (`h.0...` in original GPT-2 files) onto `tensor_map` names."""
+    if config.model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
+        return "transformer." + name
+    return name
+
+
+def checkpoint_files(path: str) -> list[str]:
+    """The safetensors files of a checkpoint directory (single or sharded with an index)."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = sorted(set(weight_map.values()))
+        for name in files:
+            if not os.path.isfile(os.path.join(path, name)):
+                raise CheckpointError(f"shard {name} listed in {index} does not exist")
+        return [os.path.join(path, n) for n in files]
+    single = os.path.join(path, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    raise CheckpointError(
+        f"no model.safetensors or model.safetensors.index.json in {path} "
+        "(emojax reads safetensors only; convert .bin checkpoints with transformers first)"
+    )
+
+
+def iter_tensors(path: str) -> Iterator[tuple[str, Any]]:
+    """Yields (name, array) for every tensor of a checkpoint, one at a time."""
+    for file in checkpoint_files(path):
+        with safe_open(file, framework="flax") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, f.get_tensor(name)
+
+
+def _get_leaf(tree, path: str):
+    for part in path.split("."):
+        tree = getattr(tree, part)
+    return tree
+
+
+def _set_leaves(tree, values: dict[str, Any]):
+    """Returns `tree` with the leaves at dotted paths replaced."""
+    nested: dict[str, Any] = {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        nested.setdefault(head, {})[rest] = value
+    updates = {}
+    for head, sub in nested.items():
+        if "" in sub:
+            updates[head] = sub[""]
+        else:
+            updates[head] = _set_leaves(getattr(tree, head), sub)
+    return tree.replace(**updates)
+
+
+def params_from_tensors(
+    tensors: Iterator[tuple[str, Any]], config: ModelConfig, dtype=jnp.float32, source: str = ""
+) -> Params:
+    """Assembles Params from (HF name, array) pairs, checking names and shapes.
+
+    Raises:
+      CheckpointError: naming the missing, unexpected or misshapen tensor.
+    """
+    spec = tensor_map(config)
+    shapes = param_shapes(config)
+    per_layer: dict[str, list[Any]] = {}
+    globals_: dict[str, Any] = {}
+    seen = set()
+    where = f" in {source}" if source else ""
+    for raw_name, value in tensors:
+        name = canonical_name(raw_name, config)
+        if name.endswith(_IGNORED_SUFFIXES) or (name == "lm_head.weight" and config.tie_embeddings):
+            continue
+        if name not in spec:
+            raise CheckpointError(
+                f"unexpected tensor {raw_name!r}{where} for a {config.model_type} model with "
+                f"{config.num_layers} layers"
+            )
+        s = spec[name]
+        arrays = s.to_ours(jnp.asarray(value))
+        for leaf, arr in zip(s.leaves, arrays, strict=True):
+            want = _get_leaf(shapes, leaf)
+            want = want if s.layer is None else want[1:]
+            if tuple(arr.shape) != tuple(want):
+                raise CheckpointError(
+                    f"tensor {raw_name!r}{where} has shape {tuple(value.shape)}, which does not "
+                    f"fit {leaf} of shape {tuple(want)} (config: d_model={config.d_model}, "
+                    f"heads={config.num_heads}, kv_heads={config.num_kv_heads}, "
+                    f"head_dim={config.head_dim}, d_ff={config.d_ff}, vocab={config.vocab_size})"
+                )
+            arr = arr.astype(dtype)
+            if s.layer is None:
+                globals_[leaf] = arr
+            else:
+                per_layer.setdefault(leaf, [None] * config.num_layers)[s.layer] = arr
+        seen.add(name)
+    missing = sorted(set(spec) - seen)
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise CheckpointError(f"missing tensor(s){where}: {', '.join(missing[:5])}{more}")
+    values = dict(globals_)
+    values.update({leaf: jnp.stack(arrs) for leaf, arrs in per_layer.items()})
+    return _set_leaves(_empty_params(shapes), values)
+
+
+def _empty_params(shapes: Params) -> Params:
+    """Params with every array leaf set to a placeholder, to be overwritten."""
+    is_shape = lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+    return jax.tree.map(lambda s: None, shapes, is_leaf=is_shape)
+
+
+def to_hf_tensors(params: Params, config: ModelConfig) -> dict[str, np.ndarray]:
+    """The inverse of `params_from_tensors`: HF tensor name -> float32 numpy array."""
+    out = {}
+    for name, s in tensor_map(config).items():
+        leaves = [_get_leaf(params, leaf) for leaf in s.leaves]
+        if s.layer is not None:
+            leaves = [x[s.layer] for x in leaves]
+        out[name] = np.ascontiguousarray(np.asarray(s.to_hf(*leaves), dtype=np.float32))
+    return out
+
+
+def save_pretrained(params: Params, config: ModelConfig, path: str) -> None:
+    """Writes `config.json` and `model.safetensors` in Hugging Face layout (float32).
+
+    Tokenizer files are the caller's job.
+    """
+    from safetensors.numpy import save_file
+
+    os.makedirs(path, exist_ok=True)
+    hf = dict(config.to_hf_dict())
+    hf.setdefault("torch_dtype", "float32")
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+    save_file(to_hf_tensors(params, config), os.path.join(path, "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+
+
+def resolve_path(path: str) -> str:
+    """A local checkpoint directory, or a model id already in the local Hugging Face cache."""
+    path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise FileNotFoundError(f"{path} is a file, not a checkpoint directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means "not available offline"
+        raise FileNotFoundError(
+            f"{path!r} is neither a local checkpoint directory nor a model id in the local "
+            f"Hugging Face cache (emojax never downloads): {type(e).__name__}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A loaded checkpoint: static config, parameter pytree and tokenizer."""
+
+    config: ModelConfig
+    params: Params
+    tokenizer: Any
+    path: str = ""
+
+
+def load_tokenizer(path: str):
+    """The checkpoint's tokenizer (with its chat template) via transformers, offline."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def load_params(path: str, *, dtype=jnp.float32) -> tuple[ModelConfig, Params]:
+    """Reads config.json and the safetensors weights of a checkpoint directory."""
+    path = resolve_path(path)
+    config = ModelConfig.from_pretrained(path)
+    return config, params_from_tensors(iter_tensors(path), config, dtype, source=path)
+
+
+def load_model(path: str, *, dtype=jnp.float32, tokenizer: bool = True) -> Model:
+    """Loads a Hugging Face checkpoint for emojax.
+
+    Args:
+      path: a local checkpoint directory, or a model id present in the local HF cache.
+      dtype: parameter dtype (jnp.float32 or jnp.bfloat16).
+      tokenizer: also load the tokenizer (needs tokenizer files in the directory).
+
+    Returns:
+      A `Model` with `.config`, `.params` and `.tokenizer` (None when tokenizer=False or the
+      directory has no tokenizer files).
+
+    Raises:
+      FileNotFoundError: no such directory / cached model, or no config.json.
+      ConfigError: unsupported model_type or architecture field.
+      CheckpointError: a missing, unexpected or misshapen tensor.
+    """
+    path = resolve_path(path)
+    config, params = load_params(path, dtype=dtype)
+    tok = None
+    if tokenizer and any(
+        os.path.isfile(os.path.join(path, f))
+        for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    ):
+        tok = load_tokenizer(path)
+    return Model(config=config, params=params, tokenizer=tok, path=path)

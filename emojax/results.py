@@ -1,0 +1,236 @@
+"""Result records: a resumable chunk store, per-prompt readout files and provenance.
+
+* `ChunkStore`: a long computation is split into chunks with stable keys; each finished chunk
+  is written atomically (`.tmp` file, then `os.replace`), so a killed run leaves only whole
+  chunks and a rerun skips them. The store remembers a fingerprint of what it computes and
+  refuses to mix chunks of a different computation into one directory.
+* `save_arrays` / `load_arrays`: atomic `.npz` of named arrays (per-prompt readouts, from
+  which every interval can be recomputed).
+* `provenance` / `write_json`: the record every script puts in its `config.json` (git commit,
+  versions, seed, model paths and content hashes, host, time).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+_FINGERPRINT = "fingerprint.json"
+
+
+def _atomic_write_bytes(path: str, write_fn) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        write_fn(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_arrays(path: str, arrays: Mapping[str, Any]) -> None:
+    """Writes named arrays to `path` (.npz) atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_write_bytes(
+        path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    )
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    """Reads an .npz written by `save_arrays` into a dict of arrays."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes JSON atomically (NumPy scalars and arrays are converted)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False)
+    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def to_jsonable(x: Any) -> Any:
+    """NumPy / JAX values -> plain Python for JSON (NaN stays NaN)."""
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if hasattr(x, "tolist") and hasattr(x, "dtype"):
+        return np.asarray(x).tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of a JSON-able description (config, prompts, model hash)."""
+    text = json.dumps(to_jsonable(obj), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ChunkStore:
+    """Chunks of a resumable computation, one atomic `.npz` file per chunk key.
+
+    Usage:
+      store = ChunkStore(os.path.join(workdir, "chunks"), fingerprint(spec))
+      for key in keys:
+          if not store.has(key):
+              store.save(key, compute(key))
+      results = [store.load(key) for key in keys]
+
+    Because a chunk's content depends only on its key and the fingerprinted spec, a run that
+    was killed and resumed produces the same files as an uninterrupted one.
+    """
+
+    def __init__(self, directory: str, spec_fingerprint: str):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, _FINGERPRINT)
+        if os.path.exists(path):
+            with open(path) as f:
+                stored = json.load(f)["fingerprint"]
+            if stored != spec_fingerprint:
+                raise ValueError(
+                    f"chunk store {directory} holds a different computation "
+                    f"(fingerprint {stored}, this run {spec_fingerprint}); use a new workdir "
+                    "or delete the chunks directory"
+                )
+        else:
+            write_json(path, {"fingerprint": spec_fingerprint})
+        self.fingerprint = spec_fingerprint
+
+    def _path(self, key: str) -> str:
+        if not key or any(c in key for c in "/\\") or key.startswith("."):
+            raise ValueError(f"bad chunk key {key!r}")
+        return os.path.join(self.directory, f"{key}.npz")
+
+    def has(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
+    def save(self, key: str, arrays: Mapping[str, Any]) -> None:
+        save_arrays(self._path(key), arrays)
+
+    def load(self, key: str) -> dict[str, np.ndarray]:
+        return load_arrays(self._path(key))
+
+    def keys(self) -> list[str]:
+        return sorted(
+            f[: -len(".npz")]
+            for f in os.listdir(self.directory)
+            if f.endswith(".npz") and ".tmp" not in f
+        )
+
+
+def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_hash(model_dir: str) -> dict[str, str]:
+    """SHA-256 of the weight and config files of a checkpoint directory."""
+    out = {}
+    if not os.path.isdir(model_dir):
+        return out
+    for name in sorted(os.listdir(model_dir)):
+        if name.endswith((".safetensors", ".json", ".bin", ".model")):
+            out[name] = file_sha256(os.path.join(model_dir, name))[:16]
+    return out
+
+
+def git_commit(repo_dir: str | None = None) -> str | None:
+    """HEAD commit of the repository holding this package (None outside git)."""
+    repo_dir = repo_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(
+            ["git", "-C", repo_dir, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not commit:
+        return None
+    dirty = subprocess.run(
+        ["git", "-C", repo_dir, "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
+def package_versions(names=("jax", "jaxlib", "flax", "numpy", "transformers", "torch")) -> dict:
+    """Versions of the packages that shape numerical results (those installed)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance(
+    *,
+    seed: int | None = None,
+    models: Mapping[str, str] | None = None,
+    config: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The provenance record for a run's `config.json`.
+
+    Args:
+      seed: the run's seed.
+      models: name -> checkpoint directory; each gets its path and file hashes.
+      config: the resolved config (a ConfigDict is converted with `to_dict`).
+      extra: anything else to record.
+
+    Returns:
+      A JSON-able dict: time, host, command line, git commit, package versions, JAX devices,
+      seed, models, config, extra.
+    """
+    try:
+        import jax
+
+        devices = [str(d) for d in jax.devices()]
+        backend = jax.default_backend()
+    except Exception:  # noqa: BLE001 - provenance must never fail a run.
+        devices, backend = [], None
+    if config is not None and hasattr(config, "to_dict"):
+        config = config.to_dict()
+    record = {
+        "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "argv": list(sys.argv),
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "backend": backend,
+        "devices": devices,
+        "seed": seed,
+        "models": {
+            name: {"path": os.path.abspath(path), "sha256": model_hash(path)}
+            for name, path in (models or {}).items()
+        },
+        "config": to_jsonable(config),
+    }
+    if extra:
+        record.update(to_jsonable(dict(extra)))
+    return record

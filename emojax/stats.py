@@ -1,0 +1,219 @@
+"""Small, general statistics in pure JAX: AUROC, TPR at a fixed FPR, calibration, bootstrap.
+
+Every function is jittable and vmappable (shapes are static, no Python branching on values),
+so a whole sweep of readouts can be bootstrapped inside one compiled program. Per-item
+statistics take an optional ``weights`` array of non-negative item weights; bootstrap counts
+(``bootstrap_weights``) are the usual weights, and a weight of 0 drops an item without
+changing shapes.
+
+Dimension letters: N items, M bootstrap resamples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+class Interval(NamedTuple):
+    """A point estimate with a (percentile bootstrap) confidence interval.
+
+    A NamedTuple, hence a pytree: it passes through ``jit``/``vmap`` and its fields may be arrays
+    of any (matching) shape, e.g. one interval per layer.
+    """
+
+    estimate: Any
+    lo: Any
+    hi: Any
+
+    def covers(self, value: float = 0.0) -> Any:
+        """Whether ``value`` lies inside ``[lo, hi]`` (elementwise)."""
+        return (self.lo <= value) & (value <= self.hi)
+
+    def excludes(self, value: float = 0.0) -> Any:
+        """Whether ``value`` lies outside ``[lo, hi]`` (elementwise)."""
+        return (value < self.lo) | (self.hi < value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{'estimate', 'lo', 'hi'}`` with NumPy values (floats for scalars)."""
+
+        def plain(x: Any) -> Any:
+            x = np.asarray(x)
+            return x.item() if x.ndim == 0 else x.tolist()
+
+        return {"estimate": plain(self.estimate), "lo": plain(self.lo), "hi": plain(self.hi)}
+
+
+def _weights(labels: Array, weights: Array | None) -> Array:
+    if weights is None:
+        return jnp.ones(labels.shape, jnp.float32)
+    return jnp.asarray(weights, jnp.float32)
+
+
+def auroc(scores: Array, labels: Array, weights: Array | None = None) -> Array:
+    """Area under the ROC curve, i.e. the Mann-Whitney probability P(s_pos > s_neg).
+
+    Exact and rank based: every (positive, negative) pair counts 1 if the positive scores
+    higher, 1/2 on a tie, 0 otherwise (the trapezoidal ROC area). With integer weights the
+    numerator is a sum of half-integers, so the result is exact in float32 for < 2^23 pairs.
+
+    Args:
+      scores: [N] real scores, higher = more positive.
+      labels: [N] bool or {0, 1}.
+      weights: optional [N] non-negative item weights (e.g. bootstrap counts).
+
+    Returns:
+      Scalar float32 AUROC; NaN when one class has zero total weight.
+    """
+    scores = jnp.asarray(scores, jnp.float32)
+    pos = jnp.asarray(labels).astype(bool)
+    w = _weights(pos, weights)
+    w_neg = jnp.where(pos, 0.0, w)
+    order = jnp.argsort(scores)
+    s_sorted = scores[order]
+    # cum_neg[k] = negative weight among the k lowest scores (cum_neg[0] = 0).
+    cum_neg = jnp.concatenate([jnp.zeros(1, jnp.float32), jnp.cumsum(w_neg[order])])
+    below = cum_neg[jnp.searchsorted(s_sorted, scores, side="left")]
+    at_or_below = cum_neg[jnp.searchsorted(s_sorted, scores, side="right")]
+    # Twice the pair count keeps ties (1/2) integral until the final division.
+    twice_wins = jnp.sum(jnp.where(pos, w * (below + at_or_below), 0.0))
+    total_pos = jnp.sum(jnp.where(pos, w, 0.0))
+    total_neg = jnp.sum(w_neg)
+    return twice_wins / (2.0 * total_pos * total_neg)
+
+
+def tpr_at_fpr(
+    scores: Array, labels: Array, fpr: float = 0.01, weights: Array | None = None
+) -> Array:
+    """True-positive rate at the strictest threshold whose false-positive rate is <= ``fpr``.
+
+    An item is flagged when its score is strictly above the threshold; the threshold is the
+    lowest negative score that keeps the flagged negative weight <= ``fpr`` x total negative
+    weight (ties at the threshold are not flagged, so the FPR bound always holds).
+
+    Args:
+      scores: [N] real scores.
+      labels: [N] bool or {0, 1}.
+      fpr: false-positive budget in [0, 1].
+      weights: optional [N] item weights.
+
+    Returns:
+      Scalar float32 TPR in [0, 1].
+    """
+    scores = jnp.asarray(scores, jnp.float32)
+    pos = jnp.asarray(labels).astype(bool)
+    w = _weights(pos, weights)
+    w_neg = jnp.where(pos, 0.0, w)
+    # Negatives in descending order; positives sink to the end with zero weight.
+    neg_scores = jnp.where(pos, -jnp.inf, scores)
+    order = jnp.argsort(-neg_scores)
+    cum = jnp.cumsum(w_neg[order])
+    budget = fpr * jnp.sum(w_neg) * (1.0 + 1e-6)  # 1e-6: fpr * n_neg is often an integer.
+    over = cum > budget
+    first_over = jnp.argmax(over)
+    threshold = jnp.where(jnp.any(over), neg_scores[order][first_over], -jnp.inf)
+    w_pos = jnp.where(pos, w, 0.0)
+    return jnp.sum(jnp.where(scores > threshold, w_pos, 0.0)) / jnp.sum(w_pos)
+
+
+def brier_score(probs: Array, labels: Array, weights: Array | None = None) -> Array:
+    """Weighted mean squared error of predicted probabilities."""
+    y = jnp.asarray(labels, jnp.float32)
+    w = _weights(y, weights)
+    return jnp.sum(w * (jnp.asarray(probs, jnp.float32) - y) ** 2) / jnp.sum(w)
+
+
+def expected_calibration_error(
+    probs: Array, labels: Array, num_bins: int = 10, weights: Array | None = None
+) -> Array:
+    """ECE with equal-width probability bins: sum_b (W_b / W) |mean p_b - mean y_b|."""
+    probs = jnp.asarray(probs, jnp.float32)
+    y = jnp.asarray(labels, jnp.float32)
+    w = _weights(y, weights)
+    bins = jnp.clip((probs * num_bins).astype(jnp.int32), 0, num_bins - 1)
+    onehot = jax.nn.one_hot(bins, num_bins, dtype=jnp.float32) * w[:, None]  # [N, bins]
+    gap = jnp.abs(onehot.T @ probs - onehot.T @ y)  # per bin: W_b |mean p - mean y|
+    return jnp.sum(gap) / jnp.sum(w)
+
+
+def chi2_sf(x: Array, df: Array) -> Array:
+    """Survival function P(X > x) of a chi-squared variable with ``df`` degrees of freedom."""
+    x = jnp.maximum(jnp.asarray(x, jnp.float32), 0.0)
+    return jax.scipy.special.gammaincc(jnp.asarray(df, jnp.float32) / 2.0, x / 2.0)
+
+
+def bootstrap_indices(rng: Array, n: int, num: int) -> Array:
+    """[num, n] int32 indices, each row a resample of ``range(n)`` with replacement."""
+    return jax.random.randint(rng, (num, n), 0, n, dtype=jnp.int32)
+
+
+def bootstrap_weights(rng: Array, n: int, num: int) -> Array:
+    """[num, n] float32 resample counts (rows sum to n); the weights form of bootstrap_indices."""
+    idx = bootstrap_indices(rng, n, num)
+    return jax.vmap(lambda i: jnp.zeros(n, jnp.float32).at[i].add(1.0))(idx)
+
+
+def percentile_ci(samples: Array, level: float = 0.95, axis: int = 0) -> tuple[Array, Array]:
+    """Percentile interval ``(lo, hi)`` covering ``level`` of ``samples`` along ``axis``."""
+    alpha = (1.0 - level) / 2.0
+    q = jnp.quantile(jnp.asarray(samples), jnp.array([alpha, 1.0 - alpha]), axis=axis)
+    return q[0], q[1]
+
+
+def bootstrap(
+    rng: Array,
+    per_item: Any,
+    stat_fn: Callable[[Any], Array],
+    num: int = 1000,
+    level: float = 0.95,
+) -> Interval:
+    """Percentile bootstrap over items of ``stat_fn(per_item)``.
+
+    Args:
+      rng: PRNG key.
+      per_item: array or pytree of arrays sharing a leading item axis [N, ...].
+      stat_fn: maps a (resampled) ``per_item`` to a statistic (any array shape).
+      num: number of resamples (static).
+      level: interval coverage.
+
+    Returns:
+      Interval with ``estimate = stat_fn(per_item)`` and the percentile bounds.
+    """
+    n = jax.tree.leaves(per_item)[0].shape[0]
+    idx = bootstrap_indices(rng, n, num)
+    samples = jax.vmap(lambda i: stat_fn(jax.tree.map(lambda x: x[i], per_item)))(idx)
+    lo, hi = percentile_ci(samples, level)
+    return Interval(stat_fn(per_item), lo, hi)
+
+
+def paired_bootstrap(
+    rng: Array,
+    per_item_a: Any,
+    per_item_b: Any,
+    stat_fn: Callable[[Any, Any], Array],
+    num: int = 1000,
+    level: float = 0.95,
+) -> Interval:
+    """Paired percentile bootstrap: both arms are resampled with the *same* item indices.
+
+    Typical use is a difference of a statistic between two systems scored on the same items,
+    e.g. ``stat_fn = lambda a, b: auroc(*a) - auroc(*b)`` with ``a = (scores_a, labels)``.
+
+    Args:
+      rng: PRNG key.
+      per_item_a: array or pytree with leading item axis [N, ...].
+      per_item_b: array or pytree with the same leading item axis [N, ...].
+      stat_fn: ``stat_fn(a, b) -> statistic`` (any array shape).
+      num: number of resamples (static).
+      level: interval coverage.
+
+    Returns:
+      Interval(estimate, lo, hi), estimate on the full sample.
+    """
+    return bootstrap(rng, (per_item_a, per_item_b), lambda ab: stat_fn(*ab), num, level)
