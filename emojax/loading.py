@@ -28,7 +28,7 @@ from emojax.params import Params, param_shapes
 Array = jax.Array
 
 # Keys that carry no weights (non-persistent buffers in older checkpoints).
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attn.masked_bias", "attn.bias")
+_IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias")
 
 
 class CheckpointError(ValueError):
