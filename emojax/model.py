@@ -58,7 +58,7 @@ def unembed(params: Params, config: ModelConfig, h: Array) -> Array:
     """Final norm and vocabulary projection of h [..., D] -> float32 logits [..., V]."""
     x = nn.norm(params.final_norm, h, config)
     w = params.embed.T if params.lm_head is None else params.lm_head
-    logits = jnp.einsum("...d,dv->...v", x, w, preferred_element_type=jnp.float32)
+    logits = nn.dense(x, w).astype(jnp.float32)  # ...d,dv->...v
     if config.final_softcap is not None:
         logits = jnp.tanh(logits / config.final_softcap) * config.final_softcap
     return logits
