@@ -246,7 +246,7 @@ def _rope_family_fields(d: dict[str, Any], model_type: str) -> dict[str, Any]:
         raise ConfigError(f"unsupported activation {act!r}")
     window = d.get("sliding_window")
     layer_types = d.get("layer_types")
-    if model_type == "qwen2" and not d.get("use_sliding_window", False):
+    if model_type in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
         window = None
     if window is None:
         sliding = (False,) * num_layers
@@ -254,6 +254,9 @@ def _rope_family_fields(d: dict[str, Any], model_type: str) -> dict[str, Any]:
         sliding = tuple(t == "sliding_attention" for t in layer_types)
     elif model_type == "gemma2":
         sliding = tuple(i % 2 == 0 for i in range(num_layers))
+    elif model_type in ("qwen2", "qwen3"):  # transformers: windowed from max_window_layers on
+        first = d.get("max_window_layers", num_layers)
+        sliding = tuple(i >= first for i in range(num_layers))
     else:
         sliding = (True,) * num_layers
     if not any(sliding):

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from emojax.config import ModelConfig
@@ -38,11 +39,11 @@ def _layer_mask(config: ModelConfig, layers: int | Sequence[int] | Array | None)
     num = config.num_layers
     if layers is None:
         return jnp.ones((num,), jnp.float32)
-    if isinstance(layers, jax.Array | jnp.ndarray) and jnp.ndim(layers) == 1:
+    if isinstance(layers, jax.Array | np.ndarray) and np.ndim(layers) == 1:
         if layers.shape[0] != num:
             raise ValueError(f"layer mask has length {layers.shape[0]}, model has {num} layers")
         return layers.astype(jnp.float32)
-    if isinstance(layers, int) or jnp.ndim(layers) == 0:
+    if isinstance(layers, int) or np.ndim(layers) == 0:
         layers = [layers]
     idx = [config.layer_index(int(i)) for i in layers]
     return jnp.zeros((num,), jnp.float32).at[jnp.asarray(idx, jnp.int32)].set(1.0)

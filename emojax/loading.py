@@ -258,6 +258,14 @@ def params_from_tensors(
                 f"{config.num_layers} layers"
             )
         s = spec[name]
+        want_hf = _hf_shape(s, shapes)
+        if tuple(value.shape) != want_hf:
+            raise CheckpointError(
+                f"tensor {raw_name!r}{where} has shape {tuple(value.shape)}, expected {want_hf} "
+                f"for {'/'.join(s.leaves)} (config: d_model={config.d_model}, "
+                f"heads={config.num_heads}, kv_heads={config.num_kv_heads}, "
+                f"head_dim={config.head_dim}, d_ff={config.d_ff}, vocab={config.vocab_size})"
+            )
         arrays = s.to_ours(jnp.asarray(value))
         for leaf, arr in zip(s.leaves, arrays, strict=True):
             want = _get_leaf(shapes, leaf)
@@ -282,6 +290,15 @@ def params_from_tensors(
     values = dict(globals_)
     values.update({leaf: jnp.stack(arrs) for leaf, arrs in per_layer.items()})
     return _set_leaves(_empty_params(shapes), values)
+
+
+def _hf_shape(spec: TensorSpec, shapes: Params) -> tuple[int, ...]:
+    """The shape the checkpoint must store for `spec`, derived from the config's shapes."""
+    leaf_shapes = []
+    for leaf in spec.leaves:
+        shape = _get_leaf(shapes, leaf)
+        leaf_shapes.append(jax.ShapeDtypeStruct(shape if spec.layer is None else shape[1:], "f4"))
+    return tuple(jax.eval_shape(spec.to_hf, *leaf_shapes).shape)
 
 
 def _empty_params(shapes: Params) -> Params:
