@@ -83,8 +83,10 @@ def _conv_out(n: int, k: int) -> tuple[Callable, Callable]:
 def _fused_qkv_weight(h: int, k: int) -> tuple[Callable, Callable]:
     """GPT-2 c_attn Conv1D [D, 3*H*K] -> wq, wk, wv [D, H, K]."""
 
-    def to_ours(w):
-        return tuple(x.reshape(w.shape[0], h, k) for x in jnp.split(w, 3, axis=1))
+    n = h * k
+
+    def to_ours(w):  # slicing (not jnp.split) keeps numpy shards on the host
+        return tuple(w[:, i * n : (i + 1) * n].reshape(w.shape[0], h, k) for i in range(3))
 
     def to_hf(q, kk, v):
         return jnp.concatenate([x.reshape(x.shape[0], -1) for x in (q, kk, v)], axis=1)
@@ -93,8 +95,10 @@ def _fused_qkv_weight(h: int, k: int) -> tuple[Callable, Callable]:
 
 
 def _fused_qkv_bias(h: int, k: int) -> tuple[Callable, Callable]:
+    n = h * k
+
     def to_ours(b):
-        return tuple(x.reshape(h, k) for x in jnp.split(b, 3))
+        return tuple(b[i * n : (i + 1) * n].reshape(h, k) for i in range(3))
 
     def to_hf(q, kk, v):
         return jnp.concatenate([x.reshape(-1) for x in (q, kk, v)])
@@ -178,6 +182,12 @@ def tensor_map(config: ModelConfig) -> dict[str, TensorSpec]:
     return out
 
 
+def is_ignored(name: str, config: ModelConfig) -> bool:
+    """True for checkpoint entries that carry no weights emojax needs (buffers, tied heads)."""
+    name = canonical_name(name, config)
+    return name.endswith(_IGNORED_SUFFIXES) or (name == "lm_head.weight" and config.tie_embeddings)
+
+
 def canonical_name(name: str, config: ModelConfig) -> str:
     """Maps prefix variants (`h.0...` in original GPT-2 files) onto `tensor_map` names."""
     if config.model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
@@ -250,7 +260,7 @@ def params_from_tensors(
     where = f" in {source}" if source else ""
     for raw_name, value in tensors:
         name = canonical_name(raw_name, config)
-        if name.endswith(_IGNORED_SUFFIXES) or (name == "lm_head.weight" and config.tie_embeddings):
+        if is_ignored(name, config):
             continue
         if name not in spec:
             raise CheckpointError(
