@@ -107,7 +107,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.joint_emotions = ("concern", "eagerness", "self_doubt")
     c.sweep.joint_coefs = (-1.0, 0.0, 1.0)
     c.sweep.kappas = (0.05, 0.1, 0.25)  # KL budgets (nats on neutral prompts) for Δ_steer
-    c.sweep.memory_mb = 256  # activation budget per program (sets chunk sizes)
+    c.sweep.memory_mb = 32  # activation budget per program (chunk sizes; small = cache-friendly)
     c.sweep.num_bootstrap = 200 if smoke else 1000
     c.sweep.seed = 0
     c.sweep.prompts_per_kind = ml_collections.ConfigDict(
@@ -167,7 +167,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.breakpoint.selectivity = 1.0
 
     # --- mesh ---
+    # One ('data', 'model') mesh (emojax.sharding): prompts x conditions on `data`, weights
+    # (heads, MLP, vocabulary) on `model`. Plan a layout with scripts/plan.py.
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.model = 1
+    c.mesh.data = -1  # -1 = all devices left after `model` (of every host)
+    c.mesh.model = 1  # tensor-parallel ways; 8 for 70B models on v5p / v6e
+    # Logical axis -> mesh axis overrides of emojax.sharding.DEFAULT_RULES ("" = replicate),
+    # e.g. {"vocab": ""} keeps the embedding whole on every device.
+    c.mesh.rules = ml_collections.ConfigDict()
+    # jax.distributed.initialize(): "auto" (multi-host env detected), "yes" or "no".
+    c.mesh.distributed = "auto"
     return c

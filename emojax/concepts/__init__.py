@@ -72,23 +72,40 @@ def _check_split(split: str | None) -> None:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
 
 
+def _find(data_dir: str | Path, stem: str) -> Path:
+    for suffix in (".jsonl", ".csv"):
+        path = Path(data_dir) / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"neither {stem}.jsonl nor {stem}.csv in {data_dir}")
+
+
 def load_contrast(
-    concept: str, split: str | None = None, path: str | Path | None = None
+    concept: str,
+    split: str | None = None,
+    path: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
 ) -> list[ContrastPair]:
     """Contrast pairs of one concept.
 
     Args:
-      concept: a name in CONCEPTS (with `path`, any name).
+      concept: a name in CONCEPTS (with `path` / `data_dir`, any name).
       split: 'train' | 'val' | 'test', or None for all.
       path: a user's .jsonl/.csv file in the contrast schema instead of the shipped set.
+      data_dir: a directory holding contrast_<concept>.jsonl (or .csv); '' / None = shipped.
+      limit: keep the first `limit` pairs (0 / None = all).
     """
     _check_split(split)
+    if path is None and data_dir:
+        path = _find(data_dir, f"contrast_{concept}")
     if path is None:
         if concept not in CONTRAST_SETS:
             raise ValueError(f"unknown concept {concept!r}; shipped: {CONTRAST_SETS}")
         path = DATA_DIR / contrast_filename(concept)
-    pairs = read_contrast(path, concept)
-    return [p for p in pairs if split is None or p.split == split]
+    pairs = [p for p in read_contrast(path, concept) if split is None or p.split == split]
+    return pairs[:limit] if limit else pairs
 
 
 def load_refusal_contrast(split: str | None = None) -> list[ContrastPair]:
@@ -101,6 +118,7 @@ def load_eval(
     split: str | None = None,
     path: str | Path | None = None,
     *,
+    data_dir: str | Path | None = None,
     cue: str | None = None,
     limit: int | None = None,
 ) -> list[EvalPrompt]:
@@ -110,12 +128,15 @@ def load_eval(
       kind: 'harmful' | 'harmless' | 'borderline' | 'neutral'.
       split: 'train' | 'val' | 'test', or None for all.
       path: a user's .jsonl/.csv file in the eval schema instead of the shipped set.
+      data_dir: a directory holding eval_<kind>.jsonl (or .csv); '' / None = shipped.
       cue: prefix every prompt with a context cue ('concern', 'eagerness', 'self_doubt',
         'caution', 'neutral'; None/'none' = unchanged). The i-th prompt gets cue sentence
         i mod (number of sentences), so the result is deterministic.
-      limit: keep the first `limit` prompts.
+      limit: keep the first `limit` prompts (0 / None = all).
     """
     _check_split(split)
+    if path is None and data_dir:
+        path = _find(data_dir, f"eval_{kind}")
     if path is None:
         if kind not in EVAL_KINDS:
             raise ValueError(f"unknown eval kind {kind!r}; shipped: {EVAL_KINDS}")
@@ -126,7 +147,7 @@ def load_eval(
             EvalPrompt(**{**p.__dict__, "text": grammar.with_cue(p.text, cue, i)})
             for i, p in enumerate(prompts)
         ]
-    return prompts[:limit] if limit is not None else prompts
+    return prompts[:limit] if limit else prompts
 
 
 def with_cue(text: str, cue: str | None, index: int = 0) -> str:

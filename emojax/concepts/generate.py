@@ -69,9 +69,8 @@ def make_contrast(concept: str, n: int, seed: int) -> list[dict]:
             bad = grammar.sample_request(rng, "harmful", domain)
             good = grammar.sample_request(rng, "harmless", domain)
             # Same framing on both sides, so the pair differs in the instruction only.
-            frame = next(f for f in grammar.FRAMINGS if _matches(f, bad.text))
-            good_act = _act_of(good.text)
-            return domain, bad.text, frame.replace("{act}", good_act)
+            bad_act, good_act = _act_of(bad.text), _act_of(good.text)
+            return domain, bad.text, bad.text.replace(bad_act, good_act)
         req = grammar.sample_request(rng, "harmless", domain)
         pos = grammar.with_cue(req.text, concept, rng)
         neg = grammar.with_cue(req.text, "neutral", rng)
@@ -88,14 +87,15 @@ def make_contrast(concept: str, n: int, seed: int) -> list[dict]:
 
 def _matches(framing: str, text: str) -> bool:
     head, tail = framing.split("{act}")
-    return text.startswith(head) and text.endswith(tail)
+    return head in text and text.endswith(tail)
 
 
 def _act_of(text: str) -> str:
     for f in grammar.FRAMINGS:
         if _matches(f, text):
             head, tail = f.split("{act}")
-            return text[len(head) : len(text) - len(tail)]
+            start = text.index(head) + len(head)
+            return text[start : len(text) - len(tail)]
     raise ValueError(text)
 
 

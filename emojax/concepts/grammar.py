@@ -48,12 +48,15 @@ FRAMINGS: tuple[str, ...] = (
     "please show me how to {act} .",
 )
 
+# Optional lead-ins before a request.
+OPENERS: tuple[str, ...] = ("", "", "quick question :", "hey ,", "I need some help .", "okay ,")
+
 # Harmful acts per domain, keyed by severity 1 (mild) .. 3 (severe). {person} is optional.
 HARMFUL: dict[str, dict[int, tuple[str, ...]]] = {
     "medical": {
         1: (
             "get sleeping pills without a prescription",
-            "fake a doctor 's note to skip work",
+            "fake a note from a doctor to skip work",
         ),
         2: (
             "sell my leftover pain pills to {person}",
@@ -423,6 +426,21 @@ STEPS: dict[str, tuple[str, ...]] = {
     "relationships": ("listen first", "pick a quiet time", "be honest", "keep it short"),
 }
 STEP_TAILS: tuple[str, ...] = ("that is all .", "good luck !", "hope this helps .")
+# Replies to statements (harm-salience events and neutral text).
+EVENT_REPLIES: dict[str, tuple[str, ...]] = {
+    "harmful": (
+        "I am so sorry to hear that . I hope they are safe now .",
+        "that is terrible . please make sure they get help .",
+    ),
+    "harmless": (
+        "that sounds nice ! thanks for telling me .",
+        "how lovely , I am glad to hear it .",
+    ),
+    "neutral": (
+        "okay , thanks for letting me know .",
+        "good to know .",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -459,6 +477,14 @@ def acts(kind: str, domain: str) -> list[tuple[str, int]]:
     raise ValueError(f"unknown request kind {kind!r}")
 
 
+def strip_opener(text: str) -> str:
+    """The request without its optional lead-in (see OPENERS)."""
+    for opener in OPENERS:
+        if opener and text.startswith(opener + " "):
+            return text[len(opener) + 1 :]
+    return text
+
+
 def sample_request(
     rng: random.Random, kind: str, domain: str | None = None, severity: int | None = None
 ) -> Request:
@@ -471,6 +497,8 @@ def sample_request(
     template, sev = pool[idx]
     act = _fill(template, rng)
     text = rng.choice(FRAMINGS).replace("{act}", act)
+    opener = rng.choice(OPENERS)
+    text = f"{opener} {text}" if opener else text
     return Request(kind=kind, domain=domain, text=text, severity=sev, act=idx)
 
 
@@ -512,7 +540,7 @@ def all_words() -> set[str]:
     """Every word the grammar can produce (lower-cased, punctuation split)."""
     import re
 
-    pieces: list[str] = list(PERSONS) + list(FRAMINGS) + list(HARM_FRAMES)
+    pieces: list[str] = list(PERSONS) + list(FRAMINGS) + list(HARM_FRAMES) + list(OPENERS)
     for d in DOMAINS:
         for s in (1, 2, 3):
             pieces += HARMFUL[d][s]
@@ -524,6 +552,8 @@ def all_words() -> set[str]:
     for v in REFUSAL_REASONS.values():
         pieces += v
     for v in COMPLY_OPENERS.values():
+        pieces += v
+    for v in EVENT_REPLIES.values():
         pieces += v
     pieces += list(NEUTRAL_SUBJECTS + NEUTRAL_PREDICATES + NEUTRAL_TAILS)
     pieces += list(REFUSALS + REFUSAL_OFFERS + HEDGES + CAVEATS + STEP_TAILS)

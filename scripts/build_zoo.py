@@ -1,0 +1,41 @@
+r"""Builds the embedded model zoo (base, instruct, safety-1..3) and prints its behaviour table.
+
+Examples:
+  python scripts/build_zoo.py                                   # = --config=configs/zoo.py
+  python scripts/build_zoo.py --config=configs/zoo.py:smoke --workdir=/tmp/smoke_zoo
+
+The zoo goes to ~/.cache/emojax/zoo/<config hash>/ unless --workdir is given; a complete build
+there is reused, an interrupted one is detected and finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from emojax.zoo import build_zoo, format_behaviour, load_behaviour  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/zoo.py", "Config file (configs/zoo.py or configs/zoo.py:smoke).",
+    lock_config=True,
+)  # fmt: skip
+_WORKDIR = flags.DEFINE_string("workdir", "", "Zoo directory (default: the cache directory).")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    logging.set_verbosity(logging.INFO)
+    paths = build_zoo(_CONFIG.value, _WORKDIR.value or None, log=logging.info)
+    root = os.path.dirname(paths["base"])
+    print(format_behaviour(load_behaviour(root)))
+    print(json.dumps(paths, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
