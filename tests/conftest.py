@@ -17,6 +17,14 @@ import pathlib
 from collections.abc import Callable, Iterator
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests compile ~60 tiny programs; XLA's LLVM optimisations dominate their cost (~3x) and
+# buy nothing at this size. The HLO (hence the numerics under test) is unchanged. Set
+# EMOJAX_TEST_FULL_OPT=1 to test fully optimised binaries.
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if not os.environ.get("EMOJAX_TEST_FULL_OPT") and "xla_backend_optimization_level" not in (
+    os.environ.get("XLA_FLAGS", "")
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -397,3 +405,22 @@ def hf_greedy(
             eos_token_id=None,
         )
     return out.numpy()
+
+
+@pytest.fixture(scope="session")
+def smoke_zoo(tmp_path_factory) -> dict[str, str]:
+    """{model name: checkpoint dir} of the smoke zoo (configs/zoo.py:smoke), built once.
+
+    Built into <basetemp>/smoke_zoo (the parent of the per-worker basetemp under xdist, so all
+    workers share one build; `build_zoo` holds a file lock), the directory tests/test_zoo.py
+    uses too: whichever test asks first builds it, every later request is a cache hit.
+    """
+    import os
+
+    from configs.zoo import get_config
+    from emojax.zoo import build_zoo
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    return build_zoo(get_config("smoke"), base / "smoke_zoo")

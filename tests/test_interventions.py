@@ -1,0 +1,312 @@
+"""Invariants of the forward pass and of interventions as data.
+
+Scan equals an unrolled layer loop; prefix reuse (`start_layer`) equals the full pass;
+coefficient 0 equals no intervention; `jax.vmap` over a stacked batch of interventions equals a
+Python loop; one compile serves every layer / vector / coefficient; `a + b` applies both;
+capping clamps the projection; logits only where asked.
+
+Dimension letters: B batch, T time, D model, L layers, N stacked interventions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    decoder_layers,
+    hf_run,
+    hooks,
+    jit_forward,
+    random_tokens,
+    random_unit,
+    steered,
+    steering_hook,
+)
+
+import emojax
+
+B, T = 2, 8
+ATOL = 1e-5  # same program, same dtype: only reassociation differs
+
+
+@pytest.fixture(scope="module")
+def llama(checkpoints):
+    return checkpoints("llama")
+
+
+def _tokens(seed: int = 0) -> jax.Array:
+    return jnp.asarray(random_tokens(B, T, seed=seed))
+
+
+def _close(a, b, atol: float = ATOL, what: str = "") -> None:
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol, rtol=0, err_msg=what)
+
+
+def _one_layer_slice(params, config, layer: int):
+    """Params and config of layers 0..layer, so that start_layer=layer runs exactly one layer."""
+    cfg = dataclasses.replace(
+        config, num_layers=layer + 1, sliding_layers=config.sliding_layers[: layer + 1]
+    )
+    sliced = params.replace(layers=jax.tree.map(lambda x: x[: layer + 1], params.layers))
+    return sliced, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# scan vs unrolled
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_scan_equals_unrolled_layer_loop(checkpoints, family):
+    """A Python loop over layers, each step a forward of exactly one layer, all in one jit."""
+    ck = checkpoints(family)
+    params, cfg = ck.params, ck.config
+    tokens = _tokens()
+    full = jit_forward()(params, cfg, tokens)
+
+    @jax.jit
+    def unrolled(params, tokens):
+        h = emojax.forward(params, cfg, tokens, return_logits=False).resid[0]
+        inputs = []
+        for l in range(cfg.num_layers):  # traced L times: no scan over layers survives
+            p_l, cfg_l = _one_layer_slice(params, cfg, l)
+            out = emojax.forward(p_l, cfg_l, tokens, start_layer=l, resid=h, return_logits=False)
+            inputs.append(out.resid[0])
+            h = out.resid[1]
+        logits = emojax.forward(params, cfg, tokens, start_layer=cfg.num_layers, resid=h).logits
+        return jnp.stack([*inputs, h]), logits
+
+    resid, logits = unrolled(params, tokens)
+
+    _close(resid, full.resid, what=f"{family} resid")
+    _close(logits, full.logits, what=f"{family} logits")
+
+
+def test_start_layer_reuses_the_prefix(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=2)
+    v = random_unit(cfg.d_model, 2)
+    base = jit_forward()(params, cfg, tokens)
+    iv = emojax.Intervention.add(cfg, 2, v, 5.0)
+    steered_full = jit_forward()(params, cfg, tokens, intervention=iv)
+
+    # Steering at layer 2 leaves resid[0..2] unchanged, so layers 1.. can start from base.
+    resumed = jit_forward()(
+        params, cfg, tokens, start_layer=1, resid=base.resid[1], intervention=iv
+    )
+
+    assert resumed.resid.shape == (cfg.num_layers, B, T, cfg.d_model)
+    _close(resumed.logits, steered_full.logits)
+    _close(resumed.resid, steered_full.resid[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# interventions as data
+
+
+def test_coefficient_zero_equals_no_intervention(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=3)
+    base = jit_forward()(params, cfg, tokens)
+    for iv in (
+        emojax.Intervention.add(cfg, 1, random_unit(cfg.d_model, 3), coef=0.0),
+        emojax.Intervention.none(cfg),
+    ):
+        out = jit_forward()(params, cfg, tokens, intervention=iv)
+        _close(out.logits, base.logits)
+        _close(out.resid, base.resid)
+
+
+def test_positions_none_equals_all_positions_mask(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=4)
+    v = random_unit(cfg.d_model, 4)
+    every = jit_forward()(params, cfg, tokens, intervention=emojax.Intervention.add(cfg, 1, v))
+    ones = np.ones((B, T), bool)
+    masked = jit_forward()(
+        params, cfg, tokens, intervention=emojax.Intervention.add(cfg, 1, v, positions=ones)
+    )
+    _close(every.logits, masked.logits)
+
+
+def test_layer_sequence_equals_sum_of_single_layers(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=5)
+    v = random_unit(cfg.d_model, 5)
+    both = emojax.Intervention.add(cfg, [0, 2], v, 2.0)
+    summed = emojax.Intervention.add(cfg, 0, v, 2.0) + emojax.Intervention.add(cfg, 2, v, 2.0)
+    _close(
+        jit_forward()(params, cfg, tokens, intervention=both).logits,
+        jit_forward()(params, cfg, tokens, intervention=summed).logits,
+    )
+
+
+def test_vmap_over_interventions_equals_python_loop(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=6)
+    ivs = [
+        emojax.Intervention.add(cfg, layer, random_unit(cfg.d_model, 10 + i), coef)
+        for i, (layer, coef) in enumerate([(0, 1.0), (1, -3.0), (2, 6.0), (1, 0.0)])
+    ]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *ivs)
+
+    batched = jax.jit(jax.vmap(lambda iv: emojax.forward(params, cfg, tokens, intervention=iv)))(
+        stacked
+    )
+
+    assert batched.logits.shape == (len(ivs), B, T, cfg.vocab_size)
+    for i, iv in enumerate(ivs):
+        single = jit_forward()(params, cfg, tokens, intervention=iv)
+        _close(batched.logits[i], single.logits, what=f"condition {i} logits")
+        _close(batched.resid[i], single.resid, what=f"condition {i} resid")
+
+
+def test_one_compile_serves_every_layer_vector_and_coefficient(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=7)
+    traces = []
+
+    @jax.jit
+    def logits_of(iv):
+        traces.append(1)  # runs only while tracing
+        return emojax.forward(params, cfg, tokens, intervention=iv).logits
+
+    conditions = [(0, 0, 1.0), (2, 1, -4.0), (1, 2, 8.0), ([0, 1], 3, 0.5)]
+    results = [
+        logits_of(emojax.Intervention.add(cfg, layer, random_unit(cfg.d_model, seed), coef))
+        for layer, seed, coef in conditions
+    ]
+
+    assert len(traces) == 1
+    assert logits_of._cache_size() == 1
+    assert not np.allclose(results[0], results[1])  # the conditions really differ
+
+    # Intervention.steer builds the same thing from traced arrays inside jit.
+    @jax.jit
+    def steer_logits(onehot, vector, coef):
+        iv = emojax.Intervention.steer(cfg, onehot, vector, coef)
+        return emojax.forward(params, cfg, tokens, intervention=iv).logits
+
+    for layer, seed, coef in conditions[:3]:
+        onehot = jax.nn.one_hot(layer, cfg.num_layers)
+        vector = random_unit(cfg.d_model, seed)
+        _close(steer_logits(onehot, vector, coef), logits_of(
+            emojax.Intervention.add(cfg, layer, vector, coef)
+        ))  # fmt: skip
+    assert steer_logits._cache_size() == 1
+
+
+def test_sum_applies_both_against_pytorch_hooks(llama):
+    params, cfg, hf = llama.params, llama.config, llama.hf
+    tokens = random_tokens(B, T, seed=8)
+    v0, v2 = random_unit(cfg.d_model, 20), random_unit(cfg.d_model, 21)
+    r = random_unit(cfg.d_model, 22)
+    rt = torch.from_numpy(r)
+    project = lambda x: x - (x @ rt)[..., None] * rt
+
+    # Reference: add v0 at layer 0, ablate r at layer 1 (its input and both writes), add v2 at 2.
+    def ablate_input(module, args, kwargs):
+        return (project(args[0]),) + tuple(args[1:]), kwargs
+
+    def ablate_write(module, args, output):
+        return (project(output[0]),) + tuple(output[1:]) if isinstance(output, tuple) else (
+            project(output)
+        )  # fmt: skip
+
+    layer1 = decoder_layers(hf)[1]
+    handles = [
+        decoder_layers(hf)[0].register_forward_pre_hook(
+            steering_hook(torch.from_numpy(2.0 * v0)), with_kwargs=True
+        ),
+        layer1.register_forward_pre_hook(ablate_input, with_kwargs=True),
+        layer1.self_attn.register_forward_hook(ablate_write),
+        layer1.mlp.register_forward_hook(ablate_write),
+    ]
+    with hooks(handles), steered(hf, 2, v2, -3.0):
+        ref_logits, ref_hidden = hf_run(hf, tokens)
+
+    iv = (
+        emojax.Intervention.add(cfg, 0, v0, 2.0)
+        + emojax.Intervention.ablate(cfg, r, layers=[1])
+        + emojax.Intervention.add(cfg, 2, v2, -3.0)
+    )
+    out = jit_forward()(params, cfg, jnp.asarray(tokens), intervention=iv)
+
+    _close(out.logits, ref_logits, atol=1e-4)
+    _close(out.resid[2] - (-3.0) * v2, ref_hidden[2], atol=1e-4)
+
+
+def test_cap_clamps_the_projection(llama):
+    params, cfg, hf = llama.params, llama.config, llama.hf
+    tokens = random_tokens(B, T, seed=9)
+    r = random_unit(cfg.d_model, 30)
+    base = jit_forward()(params, cfg, jnp.asarray(tokens))
+    proj = np.einsum("btd,d->bt", np.asarray(base.resid[1]), r)
+    hi = float(np.median(proj))  # half of the positions get clamped
+    lo = float(np.quantile(proj, 0.2))
+    assert (proj > hi + 1e-3).any() and (proj < lo - 1e-3).any()
+
+    rt = torch.from_numpy(r)
+
+    def clamp(lo_, hi_):
+        def hook(module, args, kwargs):
+            h = args[0]
+            p = h @ rt
+            return (h + (p.clamp(lo_, hi_) - p)[..., None] * rt,) + tuple(args[1:]), kwargs
+
+        return hook
+
+    for iv, (lo_, hi_) in [
+        (emojax.Intervention.cap(cfg, 2.0 * r, hi, layers=[1]), (None, hi)),
+        (emojax.Intervention.cap(cfg, r, hi, layers=[1], min_value=lo), (lo, hi)),
+    ]:
+        handle = decoder_layers(hf)[1].register_forward_pre_hook(clamp(lo_, hi_), with_kwargs=True)
+        with hooks([handle]):
+            ref_logits, _ = hf_run(hf, tokens)
+        out = jit_forward()(params, cfg, jnp.asarray(tokens), intervention=iv)
+        capped = np.einsum("btd,d->bt", np.asarray(out.resid[1]), r)
+        assert capped.max() <= hi + 1e-5
+        if lo_ is not None:
+            assert capped.min() >= lo - 1e-5
+        untouched = (proj <= hi) & (lo_ is None or proj >= lo)
+        _close(capped[untouched], proj[untouched])
+        _close(out.resid[0], base.resid[0])
+        _close(out.logits, ref_logits, atol=1e-4)
+
+    # A cap above every projection changes nothing.
+    loose = emojax.Intervention.cap(cfg, r, float(proj.max()) + 1.0, layers=[1])
+    _close(jit_forward()(params, cfg, jnp.asarray(tokens), intervention=loose).logits, base.logits)
+
+
+def test_bad_interventions_raise(llama):
+    cfg = llama.config
+    with pytest.raises(ValueError, match="shape"):
+        emojax.Intervention.add(cfg, 0, np.ones(cfg.d_model + 1, np.float32))
+    with pytest.raises(IndexError, match="layer"):
+        emojax.Intervention.add(cfg, cfg.num_layers, np.ones(cfg.d_model, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        emojax.Intervention.ablate(cfg, np.ones(3, np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# forward options
+
+
+def test_logit_positions_and_optional_outputs(llama):
+    params, cfg = llama.params, llama.config
+    tokens = _tokens(seed=10)
+    full = jit_forward()(params, cfg, tokens)
+    where = jnp.asarray([[T - 1, 0], [3, T - 2]], jnp.int32)
+
+    picked = jit_forward()(params, cfg, tokens, logit_positions=where)
+    assert picked.logits.shape == (B, 2, cfg.vocab_size)
+    _close(
+        picked.logits, np.take_along_axis(np.asarray(full.logits), np.asarray(where)[..., None], 1)
+    )
+
+    bare = jit_forward()(params, cfg, tokens, return_logits=False, capture=False)
+    assert bare.logits is None and bare.resid is None
