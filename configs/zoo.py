@@ -96,7 +96,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Injection layers: ints or depth fractions in [0, 1) (0.5 -> the middle layer).
     c.sweep.layers = (0.5,)
     # Coefficients in units of the layer's median residual norm on neutral text.
-    c.sweep.coefs = (-1.0, 0.0, 1.0) if smoke else (-1.0, -0.5, 0.0, 0.5, 1.0)
+    c.sweep.coefs = (-0.5, 0.0, 0.5) if smoke else (-0.5, -0.25, 0.0, 0.25, 0.5)
     c.sweep.vectors = None  # None = every concept of the VectorSet
     c.sweep.method = "diff_of_means"  # VectorSet used when scripts/sweep.py extracts itself
     c.sweep.num_random = 4 if smoke else 16  # norm-matched random directions (the null)
@@ -105,7 +105,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.readout_layer = -1  # projections read at resid[L] (-1), per concept direction
     c.sweep.joint_controls = ("refusal",)  # Δ_steer joint grid: control x emotion
     c.sweep.joint_emotions = ("concern", "eagerness", "self_doubt")
-    c.sweep.joint_coefs = (-1.0, 0.0, 1.0)
+    c.sweep.joint_coefs = (-0.5, 0.0, 0.5) if smoke else (-0.5, -0.25, 0.0, 0.25, 0.5)
     c.sweep.kappas = (0.05, 0.1, 0.25)  # KL budgets (nats on neutral prompts) for Δ_steer
     c.sweep.memory_mb = 32  # activation budget per program (chunk sizes; small = cache-friendly)
     c.sweep.num_bootstrap = 200 if smoke else 1000
@@ -172,9 +172,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1 = all devices left after `model` (of every host)
     c.mesh.model = 1  # tensor-parallel ways; 8 for 70B models on v5p / v6e
-    # Logical axis -> mesh axis overrides of emojax.sharding.DEFAULT_RULES ("" = replicate),
-    # e.g. {"vocab": ""} keeps the embedding whole on every device.
-    c.mesh.rules = ml_collections.ConfigDict()
+    # Weight dimensions -> mesh axis (emojax.sharding.DEFAULT_RULES; "" = replicate), e.g.
+    # --config.mesh.rules.vocab="" keeps the embedding whole on every device.
+    c.mesh.rules = ml_collections.ConfigDict(
+        {"heads": "model", "kv_heads": "model", "mlp": "model", "vocab": "model"}
+    )
     # jax.distributed.initialize(): "auto" (multi-host env detected), "yes" or "no".
     c.mesh.distributed = "auto"
     return c

@@ -48,7 +48,7 @@ POLICY_LOGIT = "policy_logit"
 FEATURE_SET_NAMES = ("controls", "controls+emotion", "residual")
 DEFAULT_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 _JITTER = 1e-6  # Keeps the Newton system positive definite; does not change the optimum.
-_STEP_SIZES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)  # Backtracking candidates, 0 = stay.
+_STEP_SIZES = (1.0, 0.5, 0.125)  # Backtracking candidates (staying put is the fourth).
 
 
 # ----------------------------------------------------------------------------------------
@@ -77,25 +77,37 @@ def _newton_logistic(
     penalty = jnp.concatenate([l2 * mask + (1.0 - mask), jnp.zeros(1, X.dtype)])
     s = sample_weights / jnp.maximum(jnp.sum(sample_weights), 1e-12)
     steps = jnp.asarray(_STEP_SIZES, X.dtype)
+    d = Xa.shape[1]
+    # Per-item outer products turn every vmapped fit's Hessian into one shared GEMM; only
+    # worth their N * (P+1)^2 memory for narrow probes.
+    outer = (Xa[:, :, None] * Xa[:, None, :]).reshape(n, d * d) if n * d * d <= 2**24 else None
 
     def objective(logits: Array, theta: Array) -> Array:
         return jnp.sum(s * _nll(logits, y)) + 0.5 * jnp.sum(penalty * theta**2)
 
-    def newton_step(_: int, theta: Array) -> Array:
+    def newton_step(_: int, state: tuple[Array, Array]) -> tuple[Array, Array]:
+        theta, loss = state
         logits = Xa @ theta
         p = jax.nn.sigmoid(logits)
         grad = Xa.T @ (s * (p - y)) + penalty * theta
-        hess = (Xa * (s * p * (1.0 - p))[:, None]).T @ Xa + jnp.diag(penalty + _JITTER)
-        delta = jnp.linalg.solve(hess, grad)
-        # Backtracking over a fixed set of step sizes keeps Newton monotone under vmap.
+        curvature = s * p * (1.0 - p)
+        if outer is None:
+            hess = (Xa * curvature[:, None]).T @ Xa
+        else:
+            hess = (curvature @ outer).reshape(d, d)
+        delta = jnp.linalg.solve(hess + jnp.diag(penalty + _JITTER), grad)
+        # Backtracking over a fixed set of step sizes keeps Newton monotone under vmap; the
+        # current point (step 0) competes with its carried loss.
         cand_logits = logits[None] - steps[:, None] * (Xa @ delta)[None]
         cand_theta = theta[None] - steps[:, None] * delta[None]
         losses = jax.vmap(objective)(cand_logits, cand_theta)
-        losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
-        return cand_theta[jnp.argmin(losses)]
+        losses = jnp.concatenate([jnp.where(jnp.isfinite(losses), losses, jnp.inf), loss[None]])
+        best = jnp.argmin(losses)
+        return jnp.concatenate([cand_theta, theta[None]])[best], losses[best]
 
-    theta0 = jnp.zeros(X.shape[1] + 1, X.dtype)
-    return jax.lax.fori_loop(0, num_steps, newton_step, theta0)
+    theta0 = jnp.zeros(d, X.dtype)
+    state = (theta0, objective(jnp.zeros(n, X.dtype), theta0))
+    return jax.lax.fori_loop(0, num_steps, newton_step, state)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps",))
@@ -159,11 +171,13 @@ def stratified_folds(rng: Array, labels: Array, num_folds: int) -> Array:
 
 
 class CrossValidated(NamedTuple):
-    """Nested cross-validation of G probe groups (arrays; leading axes G, B)."""
+    """Nested cross-validation of G probe groups (arrays; leading axis G)."""
 
-    oof_logits: Array  # [G, B, N] out-of-fold logits (the l2 chosen per outer fold)
-    chosen_l2: Array  # [G, B, K] l2 picked by the inner CV for each outer fold
-    inner_loss: Array  # [G, B, K, R] pooled inner validation log loss
+    oof_logits: Array  # [G, N] out-of-fold logits (the l2 chosen per outer fold)
+    chosen_l2: Array  # [G, K] l2 picked by the inner CV for each outer fold
+    inner_loss: Array  # [G, K, R] pooled inner validation log loss
+    full_deviance: Array  # [G] deviance of a fit on all prompts at full_fit_l2
+    refit_oof_logits: Array  # [G, B, N] out-of-fold logits refitted on each resample
 
 
 def cross_validate(
@@ -171,64 +185,92 @@ def cross_validate(
     mask: Array,
     y: Array,
     folds: Array,
-    sample_weights: Array,
     l2_grid: Array,
     *,
     num_folds: int,
+    sample_weights: Array | None = None,
+    refit_weights: Array | None = None,
+    full_fit_l2: float = 1e-6,
     num_steps: int = 20,
     batch_size: int = 4,
 ) -> CrossValidated:
-    """Nested-CV probes for every group x resample x fold pair x l2 in one program.
+    """Nested-CV probes for every group x fold pair x l2 (x refit resample) in one program.
 
-    Jittable (``num_folds``, ``num_steps``, ``batch_size`` static) and vmappable.
+    Jittable (``num_folds``, ``num_steps``, ``batch_size`` static) and vmappable. Per group it
+    fits K * K * R nested-CV probes, one probe on all prompts (for likelihood-ratio tests)
+    and, per refit resample, K * R outer-fold probes; all of them in one batch of Newton solves.
 
     Args:
       X: [G, N, P] features per probe group (e.g. feature set x layer, flattened).
       mask: [G, P] column masks.
       y: [N] labels in {0, 1}.
       folds: [N] fold ids in [0, num_folds).
-      sample_weights: [B, N] sample weights, one row per (bootstrap) resample; a prompt's
-        copies share its fold, so resampling never leaks a prompt across folds.
       l2_grid: [R] candidate penalties.
       num_folds: K.
+      sample_weights: optional [N] prompt weights for the main fits.
+      refit_weights: optional [B, N] resample weights (bootstrap counts). Each resample's
+        out-of-fold logits come from probes refitted on it with the l2 chosen for that outer
+        fold on the original sample (hyperparameter choice held fixed). A prompt's copies
+        share its fold, so resampling never leaks a prompt across folds.
+      full_fit_l2: penalty of the all-prompt fit behind ``full_deviance`` (near 0: a
+        maximum-likelihood fit, as the chi-squared approximation assumes).
       num_steps: Newton iterations per probe.
-      batch_size: probe groups vmapped at once (bounds memory: B * K^2 * R * N * P floats).
+      batch_size: probe groups vmapped at once (memory ~ (K^2 R + B K R) * N * P floats each).
 
     Returns:
       CrossValidated arrays.
     """
     y = jnp.asarray(y, jnp.float32)
     l2_grid = jnp.asarray(l2_grid, jnp.float32)
-    k_idx = jnp.arange(num_folds)
+    g, n, p = X.shape
+    k, r = num_folds, l2_grid.shape[0]
+    sw = jnp.ones(n, jnp.float32) if sample_weights is None else jnp.asarray(sample_weights)
+    rw = jnp.zeros((0, n), jnp.float32) if refit_weights is None else jnp.asarray(refit_weights)
+    b = rw.shape[0]
+    k_idx = jnp.arange(k)
     # Fit (k, j): train on folds not in {k, j}; j != k is an inner fit, j == k the outer refit.
     in_fold = folds[None, :] == k_idx[:, None]  # [K, N]
     train = ~in_fold[:, None, :] & ~in_fold[None, :, :]  # [K, K, N]
+    fit_w = jnp.concatenate(
+        [
+            jnp.broadcast_to((train * sw)[:, :, None], (k, k, r, n)).reshape(-1, n),
+            sw[None],
+            jnp.broadcast_to((~in_fold * rw[:, None])[:, :, None], (b, k, r, n)).reshape(-1, n),
+        ]
+    )  # [K*K*R + 1 + B*K*R, N]
+    fit_l2 = jnp.concatenate(
+        [jnp.tile(l2_grid, k * k), jnp.full(1, full_fit_l2, jnp.float32), jnp.tile(l2_grid, b * k)]
+    )
+    nested = k * k * r
+    valid = (~jnp.eye(k, dtype=bool)[:, :, None, None] & in_fold[None, :, None, :]) * sw
 
-    def fit_all(x: Array, m: Array, w: Array) -> Array:
-        fit = lambda tw, l2: _newton_logistic(x, y, tw, l2, m, num_steps)
-        fit = jax.vmap(jax.vmap(jax.vmap(fit, (None, 0)), (0, None)), (0, None))
-        theta = fit(train * w, l2_grid)  # [K, K, R, P+1]
-        return jnp.einsum("np,kjrp->kjrn", x * m, theta[..., :-1]) + theta[..., -1:]
-
-    def one_group(args: tuple[Array, Array]) -> tuple[Array, Array, Array]:
+    def one_group(args: tuple[Array, Array]) -> tuple[Array, ...]:
         x, m = args
+        # One flat batch of fits keeps a single Newton program (compile time matters on CPU).
+        fit = lambda w, l2: _newton_logistic(x, y, w, l2, m, num_steps)
+        theta = jax.vmap(fit)(fit_w, fit_l2)  # [F, P+1]
+        logits = theta[:, :-1] @ (x * m).T + theta[:, -1:]  # [F, N]
+        nll = _nll(logits[:nested].reshape(k, k, r, n), y)
+        loss = jnp.sum(valid * nll, axis=(1, 3)) / jnp.maximum(jnp.sum(valid, axis=(1, 3)), 1e-12)
+        best = jnp.argmin(loss, axis=1)  # [K]
+        outer = logits[:nested].reshape(k, k, r, n)[k_idx, k_idx, best]  # [K, N]
+        oof = jnp.sum(jnp.where(in_fold, outer, 0.0), axis=0)
+        full_deviance = 2.0 * jnp.sum(sw * _nll(logits[nested], y))
+        if b == 0:  # lax.map's batching cannot return zero-size outputs
+            return oof, l2_grid[best], loss, full_deviance
+        refit = logits[nested + 1 :].reshape(b, k, r, n)[:, k_idx, best]  # [B, K, N]
+        refit_oof = jnp.sum(jnp.where(in_fold, refit, 0.0), axis=1)
+        return oof, l2_grid[best], loss, full_deviance, refit_oof
 
-        def one_resample(w: Array) -> tuple[Array, Array, Array]:
-            logits = fit_all(x, m, w)  # [K, K, R, N]
-            valid = in_fold[None, :, None, :] * w  # [1, K(j), 1, N]
-            inner = ~jnp.eye(num_folds, dtype=bool)[:, :, None, None] * valid
-            loss = jnp.sum(inner * _nll(logits, y), axis=(1, 3)) / jnp.maximum(
-                jnp.sum(inner, axis=(1, 3)), 1e-12
-            )  # [K, R]
-            best = jnp.argmin(loss, axis=1)  # [K]
-            outer = logits[k_idx, k_idx, best]  # [K, N]
-            oof = jnp.sum(jnp.where(in_fold, outer, 0.0), axis=0)
-            return oof, l2_grid[best], loss
-
-        return jax.vmap(one_resample)(sample_weights)
-
-    oof, chosen, loss = jax.lax.map(one_group, (X, mask), batch_size=batch_size)
-    return CrossValidated(oof, chosen, loss)
+    # Pad G to a multiple of batch_size: lax.map would compile a second body for a remainder.
+    bs = max(1, min(batch_size, g))
+    pad = -g % bs
+    X = jnp.concatenate([X, jnp.zeros((pad, n, p), X.dtype)])
+    mask = jnp.concatenate([mask, jnp.ones((pad, p), mask.dtype)])
+    out = tuple(o[:g] for o in jax.lax.map(one_group, (X, mask), batch_size=bs))
+    if b == 0:
+        out = (*out, jnp.zeros((g, 0, n), jnp.float32))
+    return CrossValidated(*out)
 
 
 def likelihood_ratio_test(
@@ -278,6 +320,17 @@ class FeatureSets(NamedTuple):
     features: Array  # [S, L, N, P]
     mask: Array  # [S, P] 1.0 for real columns
 
+    def subset(self, names: Sequence[str]) -> FeatureSets:
+        """The named sets only (in that order), padding trimmed to their widest."""
+        idx = [self.names.index(k) for k in names]
+        width = max(len(self.columns[i]) for i in idx)
+        return FeatureSets(
+            tuple(names),
+            tuple(self.columns[i] for i in idx),
+            self.features[jnp.asarray(idx), ..., :width],
+            self.mask[jnp.asarray(idx), :width],
+        )
+
 
 def project(acts: Array, directions: Array) -> Array:
     """Projections [N, L, K] of activations [N, L, D] on unit directions [K, L, D]."""
@@ -296,9 +349,14 @@ def residual_components(acts: Array, num_components: int) -> Array:
 
 
 def _standardize(x: Array) -> Array:
-    """Z-scores every column over items (axis 0); constant columns become 0."""
+    """Z-scores every column over items (axis 0); constant columns become 0.
+
+    "Constant" is relative (sd <= 1e-5 x rms): a projection of one repeated token's
+    activation varies only by float round-off, which z-scoring would blow up into noise.
+    """
     sd = x.std(0)
-    return jnp.where(sd > 0, (x - x.mean(0)) / jnp.where(sd > 0, sd, 1.0), 0.0)
+    constant = sd <= 1e-5 * jnp.sqrt(jnp.mean(x**2, axis=0)) + 1e-30
+    return jnp.where(constant, 0.0, (x - x.mean(0)) / jnp.where(constant, 1.0, sd))
 
 
 def feature_sets_from_projections(
@@ -403,11 +461,13 @@ class MonitorArrays(NamedTuple):
     ece: Array  # [S, L] expected calibration error (10 bins)
     brier: Array  # [S, L]
     log_loss: Array  # [S, L] out-of-fold mean log loss
-    delta_mon: stats.Interval  # [L] AUROC(set 1) - AUROC(set 0), paired bootstrap over prompts
-    delta_mon_refit: stats.Interval  # [L] same, percentile over refit resamples (NaN if B=1)
+    delta_mon: stats.Interval  # [L] AUROC(set 1) - AUROC(set 0): delta_mon_refit if B > 0
+    delta_mon_oof: stats.Interval  # [L] paired bootstrap of the out-of-fold scores over prompts
+    delta_mon_refit: stats.Interval  # [L] paired bootstrap refitting every probe (NaN if B = 0)
+    delta_mon_samples: Array  # [L, B] refit draws of delta_mon if B > 0, else [L, M] OOF draws
     lrt_stat: Array  # [L] deviance difference set 0 vs set 1 (nested, fitted on all prompts)
-    lrt_df: Array  # []
-    lrt_p: Array  # [L]
+    lrt_df: Array  # [] number of added columns
+    lrt_p: Array  # [L] chi-squared p-value
     chosen_l2: Array  # [S, L, K] l2 chosen for each outer fold (original sample)
     oof_logits: Array  # [S, L, N] out-of-fold logits (original sample)
 
@@ -442,7 +502,15 @@ def monitor_arrays(
     """All probes and monitoring metrics in one jitted (and vmappable) program.
 
     Sets 0 and 1 must be nested (set 1 = set 0 + extra columns): they define ``delta_mon``
-    and the likelihood-ratio test. Fold assignment is stratified and random (from ``rng``).
+    and the likelihood-ratio test (NaN when S = 1). Fold assignment is stratified and random
+    (from ``rng``).
+
+    ``delta_mon_oof`` resamples prompts with the out-of-fold scores held fixed; it ignores the
+    probes' own training noise and, when the added columns carry no signal, sits below 0 by
+    about half its width (covering 0 in ~85 % of null data sets in our tests).
+    ``delta_mon_refit`` refits on each resample (96-99 % coverage with 20-40 resamples); use
+    it with ``num_refit_bootstrap`` >= 50 for reported intervals (with 12 resamples the
+    percentile tails are too short: 90 % coverage).
 
     Args:
       features: [S, L, N, P] padded features (``FeatureSets.features``).
@@ -451,8 +519,10 @@ def monitor_arrays(
       rng: PRNG key (folds, bootstrap).
       l2_grid: [R] candidate penalties for the inner CV.
       num_folds: K outer folds (the inner CV reuses the other K - 1 folds).
-      num_bootstrap: paired bootstrap resamples of out-of-fold scores over prompts.
-      num_refit_bootstrap: extra resamples for which every probe is refitted (0 = none).
+      num_bootstrap: M paired bootstrap resamples of out-of-fold scores over prompts.
+      num_refit_bootstrap: B resamples on which every outer-fold probe is refitted (the
+        inner-CV choice of l2 held fixed); gives ``delta_mon_refit``, which also carries the
+        probes' training variability, and then serves as ``delta_mon`` (0 = none).
       fpr: FPR budget for ``tpr_at_fpr``.
       level: interval coverage.
       num_steps: Newton iterations per probe.
@@ -462,60 +532,71 @@ def monitor_arrays(
       MonitorArrays.
     """
     s, l, n, p = features.shape
+    b = num_refit_bootstrap
     y = jnp.asarray(labels, jnp.float32)
-    rng_folds, rng_refit, rng_boot = jax.random.split(rng, 3)
+    rng_folds, rng_boot = jax.random.split(rng)
     folds = stratified_folds(rng_folds, y, num_folds)
-    weights = jnp.concatenate(
-        [jnp.ones((1, n), jnp.float32), stats.bootstrap_weights(rng_refit, n, num_refit_bootstrap)]
-    )  # [B, N], row 0 = the original sample
-    mask_g = jnp.broadcast_to(mask[:, None], (s, l, p)).reshape(s * l, p)
+    # One draw of resample counts serves both the OOF bootstrap and the refit resamples.
+    counts = stats.bootstrap_weights(rng_boot, n, max(num_bootstrap, b))
     cv = cross_validate(
         features.reshape(s * l, n, p),
-        mask_g,
+        jnp.broadcast_to(mask[:, None], (s, l, p)).reshape(s * l, p),
         y,
         folds,
-        weights,
         jnp.asarray(l2_grid, jnp.float32),
         num_folds=num_folds,
+        refit_weights=counts[:b],
         num_steps=num_steps,
         batch_size=batch_size,
     )
-    oof = cv.oof_logits.reshape(s, l, -1, n)  # [S, L, B, N]
-    oof0 = oof[:, :, 0]
-    per_probe = lambda f: jax.vmap(jax.vmap(f))(oof0)
-    prob0 = jax.nn.sigmoid(oof0)
-
-    idx = stats.bootstrap_indices(rng_boot, n, num_bootstrap)  # shared: paired across sets
-    auroc_boot = jax.vmap(lambda i: jax.vmap(jax.vmap(lambda z: stats.auroc(z[i], y[i])))(oof0))(
-        idx
-    )  # [M, S, L]
-    auroc0 = per_probe(lambda z: stats.auroc(z, y))
-    delta_boot = auroc_boot[:, 1] - auroc_boot[:, 0]
-    auroc_refit = jax.vmap(jax.vmap(jax.vmap(lambda z, w: stats.auroc(z, y, w), (0, 0))))(
-        oof, jnp.broadcast_to(weights, oof.shape)
+    oof0 = cv.oof_logits.reshape(s, l, n)
+    # Original + M paired OOF resamples (same counts for every set): the scores are fixed, so
+    # vmapping over weights only sorts each probe's scores once.
+    oof_weights = jnp.concatenate([jnp.ones((1, n)), counts[:num_bootstrap]])  # [1 + M, N]
+    auc = jax.vmap(jax.vmap(lambda z: jax.vmap(lambda w: stats.auroc(z, y, w))(oof_weights)))(
+        oof0
+    )  # [S, L, 1 + M]
+    auc0, auc_boot = auc[..., 0], auc[..., 1:]
+    # Refit resamples: each probe is scored on its own resample.
+    auc_refit = jax.vmap(jax.vmap(jax.vmap(lambda z, w: stats.auroc(z, y, w), (0, 0))))(
+        cv.refit_oof_logits.reshape(s, l, b, n), jnp.broadcast_to(counts[:b], (s, l, b, n))
     )  # [S, L, B]
-    delta_refit = auroc_refit[1, :, 1:] - auroc_refit[0, :, 1:]  # [L, B-1]
-
-    def lrt(x_r: Array, x_f: Array) -> tuple[Array, Array, Array]:
-        return likelihood_ratio_test(
-            x_r, x_f, y, mask_restricted=mask[0], mask_full=mask[1], num_steps=num_steps + 5
+    nan = jnp.full(l, jnp.nan)
+    if s < 2:  # a lone feature set (e.g. the residual upper bound) has no delta_mon
+        delta_oof = delta_refit = stats.Interval(nan, nan, nan)
+        samples = jnp.full((l, b or num_bootstrap), jnp.nan)
+    else:
+        samples = (auc_refit[1] - auc_refit[0]) if b > 0 else (auc_boot[1] - auc_boot[0])
+        delta0 = auc0[1] - auc0[0]
+        delta_oof = stats.Interval(
+            delta0, *stats.percentile_ci(auc_boot[1] - auc_boot[0], level, axis=-1)
         )
-
-    lrt_stat, lrt_df, lrt_p = jax.vmap(lrt)(features[0], features[1])
+        delta_refit = stats.Interval(delta0, nan, nan)
+        if b > 0:
+            refit_ci = stats.percentile_ci(auc_refit[1] - auc_refit[0], level, axis=-1)
+            delta_refit = stats.Interval(delta0, *refit_ci)
+    per_probe = lambda f, a: jax.vmap(jax.vmap(f))(a)
+    prob0 = jax.nn.sigmoid(oof0)
+    deviance = cv.full_deviance.reshape(s, l)
+    if s < 2:
+        lrt_stat, lrt_df = nan, jnp.float32(jnp.nan)
+    else:
+        lrt_stat = jnp.maximum(deviance[0] - deviance[1], 0.0)
+        lrt_df = jnp.sum(mask[1]) - jnp.sum(mask[0])
     return MonitorArrays(
-        auroc=stats.Interval(auroc0, *stats.percentile_ci(auroc_boot, level)),
-        tpr_at_fpr=per_probe(lambda z: stats.tpr_at_fpr(z, y, fpr)),
-        ece=jax.vmap(jax.vmap(lambda q: stats.expected_calibration_error(q, y)))(prob0),
-        brier=jax.vmap(jax.vmap(lambda q: stats.brier_score(q, y)))(prob0),
-        log_loss=per_probe(lambda z: jnp.mean(_nll(z, y))),
-        delta_mon=stats.Interval(auroc0[1] - auroc0[0], *stats.percentile_ci(delta_boot, level)),
-        delta_mon_refit=stats.Interval(
-            auroc0[1] - auroc0[0], *stats.percentile_ci(delta_refit, level, axis=1)
-        ),
+        auroc=stats.Interval(auc0, *stats.percentile_ci(auc_boot, level, axis=-1)),
+        tpr_at_fpr=per_probe(lambda z: stats.tpr_at_fpr(z, y, fpr), oof0),
+        ece=per_probe(lambda q: stats.expected_calibration_error(q, y), prob0),
+        brier=per_probe(lambda q: stats.brier_score(q, y), prob0),
+        log_loss=per_probe(lambda z: jnp.mean(_nll(z, y)), oof0),
+        delta_mon=delta_refit if b > 0 else delta_oof,
+        delta_mon_oof=delta_oof,
+        delta_mon_refit=delta_refit,
+        delta_mon_samples=samples,
         lrt_stat=lrt_stat,
-        lrt_df=lrt_df[0],
-        lrt_p=lrt_p,
-        chosen_l2=cv.chosen_l2.reshape(s, l, -1, num_folds)[:, :, 0],
+        lrt_df=lrt_df,
+        lrt_p=stats.chi2_sf(lrt_stat, lrt_df),
+        chosen_l2=cv.chosen_l2.reshape(s, l, num_folds),
         oof_logits=oof0,
     )
 
@@ -543,6 +624,8 @@ class MonitorResult(NamedTuple):
             row["delta_mon"] = float(a.delta_mon.estimate[layer])
             row["delta_mon_lo"] = float(a.delta_mon.lo[layer])
             row["delta_mon_hi"] = float(a.delta_mon.hi[layer])
+            row["delta_mon_oof_lo"] = float(a.delta_mon_oof.lo[layer])
+            row["delta_mon_oof_hi"] = float(a.delta_mon_oof.hi[layer])
             row["delta_mon_refit_lo"] = float(a.delta_mon_refit.lo[layer])
             row["delta_mon_refit_hi"] = float(a.delta_mon_refit.hi[layer])
             row["lrt_stat"] = float(a.lrt_stat[layer])
@@ -553,7 +636,9 @@ class MonitorResult(NamedTuple):
 
     def best_layer(self) -> int:
         """Layer with the highest controls+emotion AUROC (the reported operating point)."""
-        return int(np.argmax(np.asarray(self.arrays.auroc.estimate[1])))
+        return int(
+            np.argmax(np.asarray(self.arrays.auroc.estimate[min(1, len(self.set_names) - 1)]))
+        )
 
 
 def monitor(
@@ -648,16 +733,17 @@ def bench_probes(
 
     Returns:
       dict with ``num_probes``, ``jax_s`` (steady state), ``jax_compile_s`` (first call),
-      ``sklearn_s``, ``speedup``, ``speedup_incl_compile``, ``max_auroc_diff``,
-      ``mean_auroc``.
+      ``sklearn_s``, ``speedup``, ``speedup_incl_compile``, ``max_auroc_diff`` (over probes),
+      ``mean_auroc`` and ``mean_auroc_sklearn``.
     """
     from sklearn.linear_model import LogisticRegression  # test/bench-only dependency
 
     rs = np.random.default_rng(seed)
     g, n, p, k = num_sets * num_layers, num_prompts, num_features, num_folds
-    X = rs.normal(size=(g, n, p)).astype(np.float32)
-    beta = rs.normal(size=(g, p)).astype(np.float32) / np.sqrt(p)
-    latent = np.einsum("gnp,gp->n", X, beta) / np.sqrt(g)
+    # Every group sees a noisy linear image of one latent that drives the label.
+    latent = rs.normal(size=n)
+    beta = rs.normal(size=(g, p)) / np.sqrt(p)
+    X = (rs.normal(size=(g, n, p)) + latent[None, :, None] * beta[:, None]).astype(np.float32)
     y = (rs.uniform(size=n) < 1 / (1 + np.exp(-2.0 * latent))).astype(np.float32)
     folds = np.arange(n) % k
     rs.shuffle(folds)
@@ -711,4 +797,5 @@ def bench_probes(
         "speedup_incl_compile": sklearn_s / jax_compile_s,
         "max_auroc_diff": float(np.max(np.abs(auroc_jax - auroc_sk))),
         "mean_auroc": float(auroc_jax.mean()),
+        "mean_auroc_sklearn": float(auroc_sk.mean()),
     }

@@ -72,20 +72,25 @@ def auroc(scores: Array, labels: Array, weights: Array | None = None) -> Array:
       Scalar float32 AUROC; NaN when one class has zero total weight.
     """
     scores = jnp.asarray(scores, jnp.float32)
-    pos = jnp.asarray(labels).astype(bool)
-    w = _weights(pos, weights)
-    w_neg = jnp.where(pos, 0.0, w)
+    n = scores.shape[0]
     order = jnp.argsort(scores)
-    s_sorted = scores[order]
+    s = scores[order]
+    pos = jnp.asarray(labels).astype(bool)[order]
+    w = _weights(pos, None if weights is None else jnp.asarray(weights)[order])
+    w_neg = jnp.where(pos, 0.0, w)
     # cum_neg[k] = negative weight among the k lowest scores (cum_neg[0] = 0).
-    cum_neg = jnp.concatenate([jnp.zeros(1, jnp.float32), jnp.cumsum(w_neg[order])])
-    below = cum_neg[jnp.searchsorted(s_sorted, scores, side="left")]
-    at_or_below = cum_neg[jnp.searchsorted(s_sorted, scores, side="right")]
-    # Twice the pair count keeps ties (1/2) integral until the final division.
-    twice_wins = jnp.sum(jnp.where(pos, w * (below + at_or_below), 0.0))
+    cum_neg = jnp.concatenate([jnp.zeros(1, jnp.float32), jnp.cumsum(w_neg)])
+    # Tie groups in sorted order: [first, last] index of the run of equal scores.
+    idx = jnp.arange(n)
+    differs = s[1:] != s[:-1]
+    first = jax.lax.cummax(jnp.where(jnp.concatenate([jnp.ones(1, bool), differs]), idx, 0))
+    last = jax.lax.cummin(
+        jnp.where(jnp.concatenate([differs, jnp.ones(1, bool)]), idx, n), reverse=True
+    )
+    # Twice the pair count (below + at-or-below) keeps ties (1/2) integral until the division.
+    twice_wins = jnp.sum(jnp.where(pos, w * (cum_neg[first] + cum_neg[last + 1]), 0.0))
     total_pos = jnp.sum(jnp.where(pos, w, 0.0))
-    total_neg = jnp.sum(w_neg)
-    return twice_wins / (2.0 * total_pos * total_neg)
+    return twice_wins / (2.0 * total_pos * jnp.sum(w_neg))
 
 
 def tpr_at_fpr(
@@ -185,6 +190,7 @@ def bootstrap(
     Returns:
       Interval with ``estimate = stat_fn(per_item)`` and the percentile bounds.
     """
+    per_item = jax.tree.map(jnp.asarray, per_item)
     n = jax.tree.leaves(per_item)[0].shape[0]
     idx = bootstrap_indices(rng, n, num)
     samples = jax.vmap(lambda i: stat_fn(jax.tree.map(lambda x: x[i], per_item)))(idx)
