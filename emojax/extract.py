@@ -5,9 +5,9 @@ residual stream `resid[l]` of every layer at each prompt's capture site and fold
 float32 statistics that stay on device (`Captured`). Directions for every concept and layer
 then come from those statistics in one vmapped call per method (`directions`).
 
-Dimension legend: B batch, T time, D model, L layers (steering sites `resid[0..L-1]`, i.e.
-the inputs of the decoder layers), C concepts, S sides (0 = positive, 1 = negative),
-M item slots per concept side, R resamples.
+Dimension legend: B batch, T time, D model, L residual sites `resid[0..num_layers]` (one
+more than the decoder layers: `resid[l]` enters layer l, the last one leaves the last layer),
+C concepts, S sides (0 = positive, 1 = negative), M item slots per concept side, R resamples.
 
 Why per-item features and not paired second moments: the capture keeps each prompt's feature
 at its capture site, `items [C, 2, M, L, D]` (slot m of both sides is pair m of a paired
@@ -16,15 +16,18 @@ split-half or bootstrap statistic exact for any method at O(N L D) memory, where
 second moments of paired differences cost O(C L D^2) (13 GB for C=6, L=32, D=4096 against
 ~1 GB of items for 1,000 prompts). `M` caps the buffer (`max_items`); the streamed
 `sums`/`counts` always cover every prompt, so diff-of-means never depends on the cap. Neutral
-text only needs its streamed mean, second moment `[L, D, D]` (for the neutral PCs) and
+text only needs its streamed mean, centred second moment `[L, D, D]` (neutral PCs) and
 per-token norms (for the norm units); `[N, L, D]` never reaches the host.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.struct
 import jax
@@ -33,7 +36,7 @@ import numpy as np
 
 Array = jax.Array
 
-POSITIONS = ("last", "prompt_mean", "response_mean", "post_instruction")
+POSITIONS = ("last", "prompt_mean", "response_mean", "post_instruction", "last_instruction")
 METHODS = ("diff_of_means", "pca", "probe", "denoised")
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
@@ -49,10 +52,14 @@ class Prompt:
     Attributes:
       tokens: token ids of prompt + continuation.
       prompt_len: number of prompt tokens (None: every token is prompt).
+      instruction_end: index of the first token after the user's instruction (the start of
+        the chat-template tokens before the response); None: `post_instruction_len` of the
+        contrast set decides.
     """
 
     tokens: tuple[int, ...]
     prompt_len: int | None = None
+    instruction_end: int | None = None
 
 
 @dataclasses.dataclass
@@ -65,11 +72,12 @@ class ContrastSet:
       negative: contrast prompts; for `paired=True`, negative[i] is the pair of positive[i].
       position: capture site, one of `POSITIONS`: "last" (last prompt token), "prompt_mean"
         (mean over prompt tokens, a leading BOS excluded), "response_mean" (mean over the
-        continuation), "post_instruction" (mean over the last `post_instruction_len` prompt
-        tokens: the chat-template tokens between the instruction and the response).
+        continuation), "post_instruction" (mean over the chat-template tokens between the
+        instruction and the response, Arditi et al.), "last_instruction" (the instruction's
+        last token).
       paired: whether positive and negative are aligned pairs.
       domains: optional domain label per positive item (per pair).
-      post_instruction_len: number of post-instruction template tokens.
+      post_instruction_len: post-instruction tokens of prompts without `instruction_end`.
     """
 
     concept: str
@@ -85,10 +93,13 @@ def _as_prompt(p: Sequence[int] | Prompt) -> Prompt:
     return p if isinstance(p, Prompt) else Prompt(tuple(int(t) for t in p))
 
 
-def site_range(prompt: Prompt, position: str, *, k: int = 1, bos_id: int | None = None):
+def site_range(
+    prompt: Prompt, position: str, *, k: int = 1, bos_id: int | None = None
+) -> tuple[int, int]:
     """`(start, end)` token range (into `prompt.tokens`) averaged at a capture site."""
     n = len(prompt.tokens)
     p = n if prompt.prompt_len is None else prompt.prompt_len
+    inst = max(p - k, 1) if prompt.instruction_end is None else prompt.instruction_end
     if position == "last":
         return p - 1, p
     if position == "prompt_mean":
@@ -99,8 +110,96 @@ def site_range(prompt: Prompt, position: str, *, k: int = 1, bos_id: int | None 
             raise ValueError("response_mean needs a continuation after the prompt")
         return p, n
     if position == "post_instruction":
-        return max(p - k, 0), p
+        return min(inst, p - 1), p
+    if position == "last_instruction":
+        return inst - 1, inst
     raise ValueError(f"unknown position {position!r}; expected one of {POSITIONS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped concept datasets, through the family's chat template.
+
+# Emotions and caution at the last prompt token (the state the response starts from),
+# harm salience at the instruction's last token, refusal at the post-instruction template tokens.
+DEFAULT_POSITIONS = {
+    "concern": "last",
+    "eagerness": "last",
+    "self_doubt": "last",
+    "harm_salience": "last_instruction",
+    "caution": "last",
+    "refusal": "post_instruction",
+}
+
+
+def encode_prompt(
+    tokenizer, user_text: str, template_source=None, continuation: str | None = None
+) -> Prompt:
+    """Chat-formats and tokenizes one user turn, locating where the instruction ends."""
+    from emojax.concepts import format_chat
+
+    text = format_chat(tokenizer, user_text, template_source)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    cut = text.rfind(user_text)
+    inst = None
+    if cut >= 0:
+        inst = len(tokenizer.encode(text[: cut + len(user_text)], add_special_tokens=False))
+        inst = min(max(inst, 1), len(ids) - 1)
+    prompt_len = len(ids)
+    if continuation:
+        ids = ids + tokenizer.encode(continuation, add_special_tokens=False)
+        return Prompt(tuple(ids), prompt_len, inst)
+    return Prompt(tuple(ids), None, inst)
+
+
+def load_contrast_sets(
+    tokenizer,
+    concepts: Sequence[str] | None = None,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    template_source=None,
+    positions: dict[str, str] | None = None,
+    paths: dict[str, str] | None = None,
+) -> list[ContrastSet]:
+    """Contrast sets of `emojax.concepts` (or the user's JSONL files), chat-formatted.
+
+    Args:
+      tokenizer: the model's tokenizer.
+      concepts: names (default: `emojax.concepts.CONCEPTS`).
+      split: "train" | "val" | "test" | None (all).
+      limit: pairs per concept (the first ones).
+      template_source: the tuned model's tokenizer or directory, for a base model.
+      positions: capture site per concept (default `DEFAULT_POSITIONS`, else "last").
+      paths: optional `{concept: jsonl path}` overrides.
+    """
+    from emojax import concepts as cdata
+
+    positions = {**DEFAULT_POSITIONS, **(positions or {})}
+    out = []
+    for name in concepts or cdata.CONCEPTS:
+        pairs = cdata.load_contrast(name, split, (paths or {}).get(name))[:limit]
+        enc = lambda t: encode_prompt(tokenizer, t, template_source)
+        out.append(
+            ContrastSet(
+                concept=name,
+                positive=[enc(p.positive) for p in pairs],
+                negative=[enc(p.negative) for p in pairs],
+                position=positions.get(name, "last"),
+                paired=True,
+                domains=[p.domain for p in pairs],
+            )
+        )
+    return out
+
+
+def load_neutral(
+    tokenizer, *, split: str | None = None, limit: int | None = None, template_source=None
+) -> list[Prompt]:
+    """Neutral eval texts through the chat template (norm units and neutral PCs)."""
+    from emojax import concepts as cdata
+
+    texts = [p.text for p in cdata.load_eval("neutral", split, limit=limit)]
+    return [encode_prompt(tokenizer, t, template_source) for t in texts]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +285,9 @@ class Captured:
       sums: [C, 2, L, D] streamed feature sums over every item (not capped by M).
       counts: [C, 2] streamed item counts.
       domain: [C, M] int32 domain id of pair slot m (-1 = none).
-      neutral_sum: [L, D] sum of neutral-text token features.
-      neutral_sq: [L, D, D] second moment sum of neutral-text token features.
+      neutral_mean: [L, D] mean of neutral-text token features.
+      neutral_m2: [L, D, D] sum of centred outer products of neutral-text token features
+        (merged batch by batch, Chan et al., so large mean components cannot cancel).
       neutral_count: [] number of neutral tokens.
       layer_norms: [L] median residual norm over neutral-text tokens (norm units).
       concepts: concept names (static).
@@ -201,8 +301,8 @@ class Captured:
     sums: Array
     counts: Array
     domain: Array
-    neutral_sum: Array
-    neutral_sq: Array
+    neutral_mean: Array
+    neutral_m2: Array
     neutral_count: Array
     layer_norms: Array
     concepts: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
@@ -239,14 +339,15 @@ class Captured:
         if neutral is None:
             neutral = jnp.zeros((0, nl, d), jnp.float32)
         neutral = jnp.asarray(neutral, jnp.float32)
+        mean = neutral.mean(0) if neutral.shape[0] else jnp.zeros((nl, d), jnp.float32)
         return cls(
             items=items,
             valid=valid,
             sums=items.sum(2),
             counts=valid.sum(-1),
             domain=jnp.full((c, m), -1, jnp.int32) if domain is None else jnp.asarray(domain),
-            neutral_sum=neutral.sum(0),
-            neutral_sq=jnp.einsum("nld,nle->lde", neutral, neutral),
+            neutral_mean=mean,
+            neutral_m2=jnp.einsum("nld,nle->lde", neutral - mean, neutral - mean),
             neutral_count=jnp.asarray(neutral.shape[0], jnp.float32),
             layer_norms=jnp.median(jnp.linalg.norm(neutral, axis=-1), axis=0)
             if neutral.shape[0]
@@ -257,15 +358,9 @@ class Captured:
             domain_names=tuple(domain_names),
         )
 
-    def neutral_mean(self) -> Array:
-        """[L, D] mean neutral-text feature."""
-        return self.neutral_sum / jnp.maximum(self.neutral_count, 1.0)
-
     def neutral_covariance(self) -> Array:
         """[L, D, D] covariance of neutral-text token features."""
-        n = jnp.maximum(self.neutral_count, 1.0)
-        mu = self.neutral_sum / n
-        return self.neutral_sq / n - jnp.einsum("ld,le->lde", mu, mu)
+        return self.neutral_m2 / jnp.maximum(self.neutral_count, 1.0)
 
 
 @dataclasses.dataclass
@@ -283,7 +378,7 @@ _TRACES = [0]  # incremented while tracing `_capture_step`, i.e. once per compil
 
 
 def capture_features(params, config, tokens: Array, mask: Array, site: Array) -> Array:
-    """[B, L, D] float32 features `sum_t site[b, t] * resid[l, b, t]` for l < L.
+    """[B, L, D] float32 features `sum_t site[b, t] * resid[l, b, t]` at every site.
 
     Args:
       params: model parameters.
@@ -297,7 +392,7 @@ def capture_features(params, config, tokens: Array, mask: Array, site: Array) ->
 
 
 def _resid(params, config, tokens, mask) -> Array:
-    """[L, B, T, D] float32 residual stream entering each decoder layer."""
+    """[L, B, T, D] float32 residual stream at every site `resid[0..num_layers]`."""
     from emojax.model import forward  # local import: the model imports nothing from here
 
     positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0).astype(jnp.int32)
@@ -310,7 +405,7 @@ def _resid(params, config, tokens, mask) -> Array:
         return_logits=False,
         capture=True,
     )
-    return out.resid[: config.num_layers].astype(jnp.float32)
+    return out.resid.astype(jnp.float32)
 
 
 def _capture_step_impl(params, config, acc: Captured, batch: dict) -> tuple[Captured, Array]:
@@ -329,14 +424,20 @@ def _capture_step_impl(params, config, acc: Captured, batch: dict) -> tuple[Capt
 
     w = batch["neutral"]  # [B, T] token weights, zero outside neutral text
 
-    def neutral_update(_):
-        sq = acc.neutral_sq
-        if sq.size:  # static: second moments switched off -> [L, 0, 0]
-            sq = sq + jnp.einsum("lbtd,lbte,bt->lde", resid, resid, w)
-        return acc.neutral_sum + jnp.einsum("lbtd,bt->ld", resid, w), sq
+    def neutral_update(_):  # merge this batch's mean and centred moments (Chan et al.)
+        n_a, n_b = acc.neutral_count, w.sum()
+        n = jnp.maximum(n_a + n_b, 1.0)
+        mean_b = jnp.einsum("lbtd,bt->ld", resid, w) / jnp.maximum(n_b, 1.0)
+        delta = mean_b - acc.neutral_mean
+        m2 = acc.neutral_m2
+        if m2.size:  # static: second moments switched off -> [L, 0, 0]
+            x = resid - mean_b[:, None, None]
+            m2 = m2 + jnp.einsum("lbtd,lbte,bt->lde", x, x, w)
+            m2 = m2 + jnp.einsum("ld,le->lde", delta, delta) * (n_a * n_b / n)
+        return acc.neutral_mean + delta * (n_b / n), m2
 
-    neutral_sum, neutral_sq = jax.lax.cond(
-        batch["has_neutral"], neutral_update, lambda _: (acc.neutral_sum, acc.neutral_sq), None
+    neutral_mean, neutral_m2 = jax.lax.cond(
+        batch["has_neutral"], neutral_update, lambda _: (acc.neutral_mean, acc.neutral_m2), None
     )
     norms = jnp.where(w[None] > 0, jnp.linalg.norm(resid, axis=-1), jnp.nan)  # [L, B, T]
     acc = acc.replace(
@@ -344,8 +445,8 @@ def _capture_step_impl(params, config, acc: Captured, batch: dict) -> tuple[Capt
         valid=valid,
         sums=sums,
         counts=counts,
-        neutral_sum=neutral_sum,
-        neutral_sq=neutral_sq,
+        neutral_mean=neutral_mean,
+        neutral_m2=neutral_m2,
         neutral_count=acc.neutral_count + w.sum(),
     )
     return acc, norms
@@ -389,7 +490,7 @@ def capture(
       `(Captured, CaptureStats)`.
     """
     t0 = time.perf_counter()
-    nc, nl, d = len(contrast_sets), config.num_layers, config.d_model
+    nc, nl, d = len(contrast_sets), config.num_layers + 1, config.d_model
     largest = max([max(len(cs.positive), len(cs.negative)) for cs in contrast_sets] + [1])
     cap = int(max_item_bytes // max(nc * 2 * nl * d * 4, 1))
     num_slots = max(1, min(largest if max_items is None else max_items, cap))
@@ -417,8 +518,8 @@ def capture(
         sums=jnp.zeros((nc, 2, nl, d), jnp.float32),
         counts=jnp.zeros((nc, 2), jnp.float32),
         domain=jnp.asarray(domain),
-        neutral_sum=jnp.zeros((nl, d), jnp.float32),
-        neutral_sq=jnp.zeros(sq_shape, jnp.float32),
+        neutral_mean=jnp.zeros((nl, d), jnp.float32),
+        neutral_m2=jnp.zeros(sq_shape, jnp.float32),
         neutral_count=jnp.zeros((), jnp.float32),
         layer_norms=jnp.full((nl,), jnp.nan, jnp.float32),
         concepts=tuple(cs.concept for cs in contrast_sets),
@@ -462,12 +563,6 @@ def _unit(x: Array, axis: int = -1) -> Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
-def masked_means(items: Array, valid: Array) -> Array:
-    """[C, 2, L, D] per-side means of `items [C, 2, M, L, D]` over valid slots."""
-    w = valid / jnp.maximum(valid.sum(-1, keepdims=True), 1.0)
-    return jnp.einsum("csm,csmld->csld", w, items)
-
-
 def diff_of_means(sums: Array, counts: Array) -> Array:
     """[C, L, D] mean(positive) - mean(negative) from streamed sums [C, 2, L, D], counts [C, 2]."""
     means = sums / jnp.maximum(counts, 1.0)[..., None, None]
@@ -496,25 +591,10 @@ def pca_direction(items: Array, valid: Array) -> Array:
     return v * jnp.where(jnp.sum(v * mean, -1, keepdims=True) < 0, -1.0, 1.0)
 
 
-def _newton_logistic(x: Array, y: Array, w: Array, l2: float, steps: int = 30) -> Array:
-    """Weighted L2 logistic regression by Newton's method; returns [D + 1] (weights, bias)."""
-    n, d = x.shape
-    xb = jnp.concatenate([x, jnp.ones((n, 1), x.dtype)], axis=1)
-    reg = jnp.full((d + 1,), l2).at[-1].set(0.0)
-    wn = w / jnp.maximum(w.sum(), 1.0)
+def _default_fit(x: Array, y: Array, w: Array, l2: float) -> Array:
+    from emojax.probes import fit_logistic  # the one solver shared with the monitoring probes
 
-    def step(beta, _):
-        p = jax.nn.sigmoid(xb @ beta)
-        grad = xb.T @ (wn * (p - y)) + reg * beta
-        hess = (xb.T * (wn * p * (1 - p))) @ xb + jnp.diag(reg + 1e-8)
-        return beta - jnp.linalg.solve(hess, grad), None
-
-    beta, _ = jax.lax.scan(step, jnp.zeros(d + 1, x.dtype), None, length=steps)
-    return beta
-
-
-def _default_fit() -> Callable[[Array, Array, Array, float], Array]:
-    return lambda x, y, w, l2: _newton_logistic(x, y, w, l2)[:-1]
+    return fit_logistic(x, y, l2, w).weights
 
 
 def probe_direction(items: Array, valid: Array, l2: float = 1e-2, fit=None) -> Array:
@@ -528,9 +608,9 @@ def probe_direction(items: Array, valid: Array, l2: float = 1e-2, fit=None) -> A
       items: [C, 2, M, L, D].
       valid: [C, 2, M].
       l2: L2 strength.
-      fit: `fit(x [N, D], y [N], w [N], l2) -> w [D]`; default: Newton's method.
+      fit: `fit(x [N, D], y [N], w [N], l2) -> w [D]`; default: `emojax.probes.fit_logistic`.
     """
-    fit = fit or _default_fit()
+    fit = fit or _default_fit
     c, _, m, nl, d = items.shape
     x = jnp.moveaxis(items.reshape(c, 2 * m, nl, d), 2, 1)  # [C, L, 2M, D]
     w = valid.reshape(c, 2 * m)
@@ -573,9 +653,20 @@ def directions(
 
     Returns:
       `{method: (unit [C, L, D], scale [C, L])}`; `scale` is the length of the mean
-      difference along the unit direction (for diff-of-means, its norm).
+      difference along the unit direction (for diff-of-means, its norm). Where the two sides
+      do not differ beyond rounding (|diff| <= 1e-5 |mean|) the direction is all zeros.
     """
+    return _directions(captured, tuple(methods), l2, variance_fraction, fit)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _directions(captured, methods, l2, variance_fraction, fit):
     dom = diff_of_means(captured.sums, captured.counts)
+    # A site where both sides are the same (embeddings of a fixed template token at site 0)
+    # has only rounding noise as its difference: no direction there (zeros, not noise).
+    means = captured.sums / jnp.maximum(captured.counts, 1.0)[..., None, None]
+    scale = jnp.linalg.norm(means, axis=-1).max(1)  # [C, L]
+    defined = (jnp.linalg.norm(dom, axis=-1) > 1e-5 * scale)[..., None]
     out = {}
     for method in methods:
         if method == "diff_of_means":
@@ -588,14 +679,9 @@ def directions(
             v = project_out(dom, *neutral_components(captured, variance_fraction))
         else:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        unit = _unit(v)
+        unit = jnp.where(defined, _unit(v), 0.0)
         out[method] = (unit, jnp.sum(unit * dom, -1))
     return out
-
-
-def random_directions(rng: Array, num: int, num_layers: int, d_model: int) -> Array:
-    """[num, L, D] random unit directions: the null, norm-matched through `scale`/norm units."""
-    return _unit(jax.random.normal(rng, (num, num_layers, d_model), jnp.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,6 +709,36 @@ class RefusalSelection:
     baseline_harmless: float
 
 
+def _refusal_score(params, config, tokens, mask, refusal, iv) -> Array:
+    """Mean refusal score at the first response position of left-padded prompts."""
+    from emojax.model import forward
+    from emojax.readouts import refusal_score
+
+    positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0).astype(jnp.int32)
+    last = jnp.full((tokens.shape[0], 1), tokens.shape[1] - 1, jnp.int32)
+    out = forward(params, config, tokens, attention_mask=mask, positions=positions,
+                  intervention=iv, logit_positions=last, capture=False)  # fmt: skip
+    return jnp.mean(refusal_score(out.logits[:, 0], refusal))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _refusal_effects(params, config, n_cand, refusal, vecs, h_tok, h_mask, s_tok, s_mask):
+    """Ablation (harmful) and addition (harmless) refusal scores of candidate sites < n_cand."""
+    from emojax.interventions import Intervention
+
+    def one(layer):
+        v = vecs[layer]
+        ablate = Intervention.ablate(config, _unit(v))
+        add = Intervention.steer(config, jax.nn.one_hot(layer, config.num_layers), v, 1.0)
+        return (_refusal_score(params, config, h_tok, h_mask, refusal, ablate),
+                _refusal_score(params, config, s_tok, s_mask, refusal, add))  # fmt: skip
+
+    bypass, induce = jax.lax.map(one, jnp.arange(n_cand))
+    base = Intervention.none(config)
+    return (bypass, induce, _refusal_score(params, config, h_tok, h_mask, refusal, base),
+            _refusal_score(params, config, s_tok, s_mask, refusal, base))  # fmt: skip
+
+
 def select_refusal_layer(
     params,
     config,
@@ -634,57 +750,198 @@ def select_refusal_layer(
     exclude_last_fraction: float = 0.2,
 ) -> RefusalSelection:
     """Picks the refusal layer: the candidate whose ablation lowers refusal most on harmful
-    prompts, among those whose addition raises refusal on harmless prompts (Arditi et al.);
-    the last `exclude_last_fraction` of layers are never candidates.
+    prompts, among those whose addition raises refusal on harmless prompts (Arditi et al.;
+    sites with an all-zero vector are never chosen);
+    the last `exclude_last_fraction` of the residual sites are never candidates (nor the
+    output of the last layer, where nothing can be added).
 
     Args:
       params: model parameters.
       config: ModelConfig.
-      vectors: [L, D] harmful-minus-harmless mean per layer (unnormalised).
+      vectors: [L, D] harmful-minus-harmless mean per residual site (unnormalised), L =
+        num_layers + 1.
       harmful: `(tokens [B, T], mask [B, T])`, left padded.
       harmless: `(tokens [B, T], mask [B, T])`, left padded.
       refusal_ids: token ids that start a refusal.
       exclude_last_fraction: fraction of the deepest layers excluded.
     """
-    from emojax.interventions import Intervention
-    from emojax.model import forward
-    from emojax.readouts import refusal_mask, refusal_score
+    from emojax.readouts import refusal_mask
 
     nl = config.num_layers
-    n_cand = max(1, int(np.floor(nl * (1 - exclude_last_fraction))))
+    n_cand = max(1, min(int(np.floor((nl + 1) * (1 - exclude_last_fraction))), nl))
     refusal = refusal_mask(np.asarray(refusal_ids), config.vocab_size)
-
-    def score(tokens, mask, iv):
-        positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0).astype(jnp.int32)
-        last = jnp.full((tokens.shape[0], 1), tokens.shape[1] - 1, jnp.int32)
-        out = forward(
-            params,
-            config,
-            tokens,
-            attention_mask=mask,
-            positions=positions,
-            intervention=iv,
-            logit_positions=last,
-            capture=False,
-        )
-        return jnp.mean(refusal_score(out.logits[:, 0], refusal))
-
-    @jax.jit
-    def effects(vecs, h_tok, h_mask, s_tok, s_mask):
-        def one(layer):
-            v = vecs[layer]
-            ablate = Intervention.ablate(config, _unit(v))
-            add = Intervention.steer(config, jax.nn.one_hot(layer, nl), v, 1.0)
-            return score(h_tok, h_mask, ablate), score(s_tok, s_mask, add)
-
-        base = Intervention.none(config)
-        bypass, induce = jax.lax.map(one, jnp.arange(n_cand))
-        return bypass, induce, score(h_tok, h_mask, base), score(s_tok, s_mask, base)
-
-    bypass, induce, b_h, b_s = jax.device_get(effects(jnp.asarray(vectors), *harmful, *harmless))
-    ok = induce > b_s
+    bypass, induce, b_h, b_s = jax.device_get(
+        _refusal_effects(params, config, n_cand, refusal, jnp.asarray(vectors), *harmful, *harmless)
+    )
+    ok = (induce > b_s) & (np.linalg.norm(np.asarray(vectors)[:n_cand], axis=-1) > 0)
     layer = int(np.argmin(np.where(ok, bypass, np.inf)) if ok.any() else np.argmin(bypass))
-    pad = np.full(nl - n_cand, np.nan, np.float32)
+    pad = np.full(vectors.shape[0] - n_cand, np.nan, np.float32)
     return RefusalSelection(
         layer, np.concatenate([bypass, pad]), np.concatenate([induce, pad]), float(b_h), float(b_s)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole extraction of one model: capture, every method, the refusal layer, a VectorSet each.
+
+
+@dataclasses.dataclass
+class Extraction:
+    """Everything one model's extraction produced.
+
+    Attributes:
+      vector_sets: `{method: VectorSet}`.
+      captured: the on-device statistics (for stability metrics).
+      stats: capture cost (prompts, batches, compiles, seconds).
+      refusal: the refusal layer selection (None without a "refusal" concept).
+      seconds: wall time of the whole extraction (capture + directions + selection).
+    """
+
+    vector_sets: dict[str, Any]
+    captured: Captured
+    stats: CaptureStats
+    refusal: RefusalSelection | None
+    seconds: float
+
+
+def config_kwargs(cfg) -> dict[str, Any]:
+    """`extract_model` keyword arguments from a run config's `data` and `extract` sections."""
+    d, e = cfg.data, cfg.extract
+    paths = None
+    if d.dir:
+        paths = {c: os.path.join(d.dir, f"contrast_{c}.jsonl") for c in (*d.emotions, *d.controls)}
+    return dict(
+        concepts=(*d.emotions, *d.controls),
+        methods=tuple(e.methods),
+        split=d.extract_split,
+        max_pairs=d.max_pairs or None,
+        neutral_prompts=e.neutral_prompts or None,
+        refusal_prompts=e.refusal_prompts,
+        refusal_exclude_last=e.refusal_exclude_last,
+        positions=dict(e.positions),
+        template_source=e.template_source or None,
+        data_paths=paths,
+        batch_size=e.batch_size,
+        buckets=tuple(e.buckets),
+        max_items=e.max_items or None,
+        l2=e.probe_l2,
+        variance_fraction=e.neutral_variance,
+    )
+
+
+def extract_model(
+    params,
+    config,
+    tokenizer,
+    *,
+    concepts: Sequence[str] | None = None,
+    methods: Sequence[str] = METHODS,
+    split: str | None = "train",
+    max_pairs: int | None = None,
+    neutral_prompts: int | None = 200,
+    refusal_prompts: int = 32,
+    refusal_exclude_last: float = 0.2,
+    positions: dict[str, str] | None = None,
+    template_source=None,
+    data_paths: dict[str, str] | None = None,
+    batch_size: int = 32,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    max_items: int | None = None,
+    l2: float = 1e-2,
+    variance_fraction: float = 0.5,
+    metadata: dict[str, Any] | None = None,
+) -> Extraction:
+    """Directions of every concept x layer x method for one model, ready to save.
+
+    Args:
+      params, config, tokenizer: the model (`emojax.load_model`).
+      concepts: concept names (default `emojax.concepts.CONCEPTS`).
+      methods: subset of `METHODS`.
+      split: dataset split of the contrast pairs and neutral texts.
+      max_pairs: pairs per concept (None: all).
+      neutral_prompts: neutral texts for norm units and neutral PCs (None: all).
+      refusal_prompts: harmful and harmless eval prompts (each) scoring the refusal layers.
+      refusal_exclude_last: fraction of the deepest layers never chosen for refusal.
+      positions: capture site overrides per concept (see `DEFAULT_POSITIONS`).
+      template_source: chat template source for a base model (see `emojax.concepts`).
+      data_paths: `{concept: jsonl}` overrides of the shipped contrast sets.
+      batch_size, buckets, max_items: see `capture`.
+      l2: probe L2 strength.
+      variance_fraction: neutral variance removed by the "denoised" method.
+      metadata: extra provenance stored with the vectors (e.g. model name and hash).
+    """
+    from emojax import concepts as cdata
+    from emojax.results import fingerprint
+    from emojax.vectors import VectorSet
+
+    t0 = time.perf_counter()
+    sets = load_contrast_sets(
+        tokenizer,
+        concepts,
+        split=split,
+        limit=max_pairs,
+        template_source=template_source,
+        positions=positions,
+        paths=data_paths,
+    )
+    neutral = load_neutral(
+        tokenizer, split=split, limit=neutral_prompts, template_source=template_source
+    )
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+    captured, stats = capture(
+        params,
+        config,
+        sets,
+        neutral,
+        batch_size=batch_size,
+        buckets=buckets,
+        max_items=max_items,
+        bos_id=config.bos_token_id,
+        pad_id=pad_id,
+    )
+    # Diff-of-means always: the refusal layer selection uses it.
+    computed = tuple(dict.fromkeys(("diff_of_means", *methods)))
+    dirs = jax.device_get(
+        directions(captured, computed, l2=l2, variance_fraction=variance_fraction)
+    )
+    names = captured.concepts
+    refusal = None
+    if "refusal" in names:
+        from emojax.readouts import refusal_token_ids
+
+        enc = lambda kind: cdata.encode_chat(
+            tokenizer,
+            [p.text for p in cdata.load_eval(kind, split, limit=refusal_prompts)],
+            template_source,
+        )
+        unit, scale = dirs["diff_of_means"]
+        raw = unit[names.index("refusal")] * scale[names.index("refusal")][:, None]  # 0: undefined
+        refusal = select_refusal_layer(
+            params,
+            config,
+            raw,
+            enc("harmful"),
+            enc("harmless"),
+            refusal_token_ids(tokenizer),
+            exclude_last_fraction=refusal_exclude_last,
+        )
+    meta = {
+        **(metadata or {}),
+        "dataset_hash": fingerprint([[cs.positive, cs.negative] for cs in sets]),
+        "neutral_hash": fingerprint(neutral),
+        "positions": dict(zip(names, captured.positions, strict=True)),
+        "pairs": {cs.concept: len(cs.positive) for cs in sets},
+        "split": split,
+        "num_layers": config.num_layers,
+        "sites": "resid[0..num_layers]",
+        "d_model": config.d_model,
+    }
+    if refusal is not None:
+        meta["selected_layer"] = {"refusal": refusal.layer}
+    layer_norms = np.asarray(captured.layer_norms)
+    vector_sets = {
+        m: VectorSet(unit, scale, layer_norms, names, m, {**meta, "method": m})
+        for m, (unit, scale) in dirs.items()
+        if m in methods
+    }
+    return Extraction(vector_sets, captured, stats, refusal, time.perf_counter() - t0)

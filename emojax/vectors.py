@@ -1,11 +1,12 @@
 """`VectorSet`: concept directions for every layer with their metadata, saved and exported.
 
-A set holds unit directions `vectors [C, L, D]`, where `vectors[c, l]` is added to `resid[l]`
-(the input of decoder layer `l`, i.e. a PyTorch forward-pre-hook on `model.layers[l]`), the
-per-layer median residual norm on neutral text `layer_norms [L]` (the steering unit: a
-coefficient `a` means adding `a * layer_norms[l] * vectors[c, l]`), and `scales [C, L]`, the
-length of the concept's mean difference along each direction (in the same units as the
-residual stream).
+A set holds unit directions `vectors [C, L, D]` for the L = num_layers + 1 residual sites:
+`vectors[c, l]` belongs to `resid[l]`, the input of decoder layer `l` (a PyTorch
+forward-pre-hook on `model.layers[l]`; `resid[0]` is the embedding output), and the last site
+is the output of the last layer (a forward hook on `model.layers[-1]`). It also holds the
+per-site median residual norm on neutral text `layer_norms [L]` (the steering unit: a
+coefficient `a` means adding `a * layer_norms[l] * vectors[c, l]`) and `scales [C, L]`, the
+length of the concept's mean difference along each direction (residual-stream units).
 
 Storage: `save`/`load` write an orbax checkpoint of the arrays plus `metadata.json`;
 `export_safetensors`/`load_safetensors` write `<name>.safetensors` (tensors `vectors`,
@@ -16,7 +17,6 @@ that PyTorch steering tools can read without JAX.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -25,16 +25,11 @@ from typing import Any
 import numpy as np
 
 LAYER_CONVENTION = (
-    "vectors[c, l] is added to the residual stream entering decoder layer l "
-    "(a forward-pre-hook on model.layers[l]); resid[0] is the embedding output. "
-    "Steering with coefficient a adds a * layer_norms[l] * vectors[c, l]."
+    "vectors[c, l] belongs to the residual stream entering decoder layer l (a forward-pre-hook "
+    "on model.layers[l]); l = 0 is the embedding output and the last index (num_layers) the "
+    "output of the last decoder layer (a forward hook on model.layers[-1]). Steering with "
+    "coefficient a adds a * layer_norms[l] * vectors[c, l]."
 )
-
-
-def fingerprint(obj: Any) -> str:
-    """Short sha256 of a JSON-serialisable object (e.g. the token ids of a dataset)."""
-    blob = json.dumps(obj, sort_keys=True, default=lambda o: np.asarray(o).tolist())
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass

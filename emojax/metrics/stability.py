@@ -1,5 +1,11 @@
 """Stability of concept vectors, each with a resampling 95 % interval.
 
+Split-half stability reports the mean cosine over random disjoint halves and the 2.5-97.5
+percentiles of those cosines; every bootstrap metric (cross-domain, layer x layer, control,
+cross-model cosines, projection correlation) reports the bootstrap bias-corrected estimate with
+the basic bootstrap interval (`_bias_corrected`), because a cosine of noisy means is biased
+toward 0.
+
 Everything works from per-item activations at the capture site, `items [C, 2, M, L, D]` with
 `valid [C, 2, M]` (see `emojax.extract.Captured`), so resampling runs on device: a resample is
 a weight array `w [R, C, 2, M]` (split-half 0/1 indicators or bootstrap counts), and the
@@ -24,10 +30,10 @@ Array = jax.Array
 
 
 def cosine(a: Array, b: Array, axis: int = -1) -> Array:
-    """Cosine similarity along `axis` (0 where either vector is 0)."""
-    na = jnp.linalg.norm(a, axis=axis)
-    nb = jnp.linalg.norm(b, axis=axis)
-    return jnp.sum(a * b, axis=axis) / jnp.maximum(na * nb, 1e-20)
+    """Cosine similarity along `axis` (NaN where either vector is exactly 0: undefined, e.g.
+    the embeddings of a fixed template token)."""
+    nab = jnp.linalg.norm(a, axis=axis) * jnp.linalg.norm(b, axis=axis)
+    return jnp.where(nab > 0, jnp.sum(a * b, axis=axis) / jnp.where(nab > 0, nab, 1.0), jnp.nan)
 
 
 def _paired_mask(paired: Sequence[bool]) -> Array:
@@ -77,16 +83,42 @@ def weighted_diff_of_means(weights: Array, items: Array) -> Array:
     return means[..., 0, :, :] - means[..., 1, :, :]
 
 
+def auto_chunk(
+    num: int, items: Array, chunk: int | None, factor: int = 1, budget_bytes: float = 2**30
+) -> int:
+    """Resamples per step: `chunk`, or as many as keep `factor` resampled vectors
+    `[C, 2, L, D]` float32 per resample under `budget_bytes` (all of them for small models)."""
+    if chunk:
+        return chunk
+    c, _, _, nl, d = items.shape
+    return int(max(1, min(num, budget_bytes // (factor * c * 2 * nl * d * 4))))
+
+
 def map_resamples(
-    fn: Callable[[Array], Array], weights: Array, items: Array, chunk: int = 32
+    fn: Callable[[Array], Array], weights: Array, items: Array, chunk: int | None = None
 ) -> Array:
     """`fn(diff_of_means)` for every resample, `chunk` resamples per step: [R, ...]."""
+    chunk = auto_chunk(weights.shape[0], items, chunk)
     return jax.lax.map(lambda w: fn(weighted_diff_of_means(w, items)), weights, batch_size=chunk)
 
 
 def _interval(estimate: Array, samples: Array, level: float) -> Interval:
+    """Percentile interval of resampled values around `estimate` (split halves)."""
     lo, hi = percentile_ci(samples, level)
     return Interval(estimate, lo, hi)
+
+
+def _bias_corrected(full: Array, samples: Array, level: float, bound: float = 1.0) -> Interval:
+    """Bootstrap bias-corrected estimate `2 t - mean(t*)` and basic interval
+    `(2 t - q_hi, 2 t - q_lo)`, clipped to [-bound, bound].
+
+    Cosines and correlations of noisy means are biased toward 0 (resampling noise shrinks
+    them further), so plain percentile intervals can sit entirely below the full-sample value.
+    """
+    lo, hi = percentile_ci(samples, level)
+    clip = lambda x: jnp.clip(x, -bound, bound)
+    est = clip(2 * full - jnp.nanmean(samples, axis=0))
+    return Interval(est, clip(2 * full - hi), clip(2 * full - lo))
 
 
 def split_half_cosine(
@@ -96,7 +128,7 @@ def split_half_cosine(
     paired: Sequence[bool],
     num: int = 200,
     level: float = 0.95,
-    chunk: int = 32,
+    chunk: int | None = None,
 ) -> Interval:
     """Cosine between the diff-of-means vectors of two random disjoint halves of the items.
 
@@ -109,7 +141,7 @@ def split_half_cosine(
             weighted_diff_of_means(ab[0], items), weighted_diff_of_means(ab[1], items)
         ),
         (a, b),
-        batch_size=chunk,
+        batch_size=auto_chunk(num, items, chunk, 2),
     )  # [R, C, L]
     return _interval(cos.mean(0), cos, level)
 
@@ -128,11 +160,11 @@ def _bootstrap_metric(
     fn: Callable[[Array], Array],
     num: int,
     level: float,
-    chunk: int,
+    chunk: int | None,
 ) -> Interval:
     full = weighted_diff_of_means(valid, items)
     samples = map_resamples(fn, bootstrap_item_weights(rng, valid, paired, num), items, chunk)
-    return _interval(fn(full), samples, level)
+    return _bias_corrected(fn(full), samples, level)
 
 
 def layer_cosine(
@@ -142,7 +174,7 @@ def layer_cosine(
     paired: Sequence[bool],
     num: int = 200,
     level: float = 0.95,
-    chunk: int = 32,
+    chunk: int | None = None,
 ) -> Interval:
     """Layer x layer cosine matrix of each concept's diff-of-means, [C, L, L], bootstrapped."""
     return _bootstrap_metric(rng, items, valid, paired, layer_cosine_matrix, num, level, chunk)
@@ -157,7 +189,7 @@ def control_cosines(
     controls: Sequence[int],
     num: int = 200,
     level: float = 0.95,
-    chunk: int = 32,
+    chunk: int | None = None,
 ) -> Interval:
     """Cosine of each emotion vector with each control direction per layer: [E, K, L]."""
     e, k = jnp.asarray(emotions), jnp.asarray(controls)
@@ -167,11 +199,14 @@ def control_cosines(
 
 def _domain_mean_cosine(vectors: Array, present: Array) -> Array:
     """Mean pairwise cosine over present domains: vectors [C, G, L, D], present [C, G]."""
-    u = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-20)
-    cos = jnp.einsum("cgld,chld->clgh", u, u)
+    cos = cosine(vectors[:, :, None], vectors[:, None, :])  # [C, G, G, L]
+    cos = jnp.moveaxis(cos, -1, 1)  # [C, L, G, G]
     both = present[:, None, :, None] * present[:, None, None, :]
     both = both * (1.0 - jnp.eye(present.shape[-1]))
-    return jnp.sum(cos * both, (-1, -2)) / jnp.sum(both, (-1, -2))  # NaN with < 2 domains
+    mean = jnp.sum(jnp.where(both > 0, cos, 0.0), (-1, -2)) / jnp.sum(both, (-1, -2))
+    # NaN with < 2 domains, or where a domain's vector is 0 (a site without a direction).
+    undefined = jnp.any((both > 0) & jnp.isnan(cos), (-1, -2))
+    return jnp.where(undefined, jnp.nan, mean)
 
 
 def cross_domain_cosine(
@@ -184,7 +219,7 @@ def cross_domain_cosine(
     num: int = 200,
     level: float = 0.95,
     min_items: int = 2,
-    chunk: int = 32,
+    chunk: int | None = None,
 ) -> Interval:
     """Mean pairwise cosine between per-domain diff-of-means vectors, [C, L], bootstrapped.
 
@@ -204,8 +239,8 @@ def cross_domain_cosine(
         return _domain_mean_cosine(means[:, :, 0] - means[:, :, 1], present)
 
     weights = bootstrap_item_weights(rng, valid, paired, num)
-    samples = jax.lax.map(fn, weights, batch_size=chunk)
-    return _interval(fn(valid), samples, level)
+    samples = jax.lax.map(fn, weights, batch_size=auto_chunk(num, items, chunk, num_domains))
+    return _bias_corrected(fn(valid), samples, level)
 
 
 def cross_model_cosine(
@@ -216,7 +251,7 @@ def cross_model_cosine(
     paired: Sequence[bool],
     num: int = 200,
     level: float = 0.95,
-    chunk: int = 16,
+    chunk: int | None = None,
 ) -> Interval:
     """Cosine at matched layers between two models sharing a base (hence a basis), [C, L].
 
@@ -227,8 +262,8 @@ def cross_model_cosine(
         return cosine(weighted_diff_of_means(w, items_a), weighted_diff_of_means(w, items_b))
 
     weights = bootstrap_item_weights(rng, valid, paired, num)
-    samples = jax.lax.map(fn, weights, batch_size=chunk)
-    return _interval(fn(valid), samples, level)
+    samples = jax.lax.map(fn, weights, batch_size=auto_chunk(num, items_a, chunk, 2))
+    return _bias_corrected(fn(valid), samples, level)
 
 
 def item_projections(items: Array, valid: Array, vectors: Array) -> tuple[Array, Array]:
@@ -244,12 +279,13 @@ def item_projections(items: Array, valid: Array, vectors: Array) -> tuple[Array,
 
 
 def weighted_correlation(x: Array, y: Array, w: Array) -> Array:
-    """Pearson correlation of x and y over the last axis with item weights w."""
+    """Pearson correlation of x and y over the last axis with item weights w (NaN when one
+    of them is constant)."""
     w = w / jnp.maximum(w.sum(-1, keepdims=True), 1e-12)
     mx, my = jnp.sum(w * x, -1, keepdims=True), jnp.sum(w * y, -1, keepdims=True)
     cov = jnp.sum(w * (x - mx) * (y - my), -1)
     vx, vy = jnp.sum(w * (x - mx) ** 2, -1), jnp.sum(w * (y - my) ** 2, -1)
-    return cov / jnp.sqrt(jnp.maximum(vx * vy, 1e-30))
+    return jnp.where(vx * vy > 0, cov / jnp.sqrt(jnp.where(vx * vy > 0, vx * vy, 1.0)), jnp.nan)
 
 
 def matched_layers(num_layers_a: int, num_layers_b: int) -> np.ndarray:
@@ -280,4 +316,98 @@ def projection_correlation(
     idx = jax.random.randint(rng, (num, n), 0, n)
     counts = jax.vmap(lambda i: jnp.zeros(n).at[i].add(1.0))(idx)  # [R, N]
     samples = jax.vmap(lambda c: weighted_correlation(proj_a, proj_b, weights * c))(counts)
-    return _interval(weighted_correlation(proj_a, proj_b, weights), samples, level)
+    return _bias_corrected(weighted_correlation(proj_a, proj_b, weights), samples, level)
+
+
+def cross_model_report(rng: Array, captured_a, captured_b, num: int = 200) -> dict:
+    """Two models' captures of the same prompts: `{"cosine": Interval [C, L_a] or None (no
+    shared basis: different shapes), "proj_corr": Interval [C, L_a], "layers_b": [L_a]}`,
+    model b's sites matched to model a's by relative depth."""
+    a, b = captured_a, captured_b
+    layers_b = matched_layers(a.items.shape[3], b.items.shape[3])
+    k1, k2 = jax.random.split(rng)
+    cos = None
+    if a.items.shape == b.items.shape:
+        cos = cross_model_cosine(k1, a.items, b.items, a.valid, a.paired, num=num)
+    pa, w = item_projections(a.items, a.valid, weighted_diff_of_means(a.valid, a.items))
+    pb, _ = item_projections(b.items, b.valid, weighted_diff_of_means(b.valid, b.items))
+    corr = projection_correlation(k2, pa, pb[:, layers_b], w[:, None], num=num)
+    return jax.device_get({"cosine": cos, "proj_corr": corr, "layers_b": layers_b})
+
+
+def stability_report(
+    rng: Array,
+    captured,
+    emotions: Sequence[str],
+    controls: Sequence[str],
+    num: int = 200,
+    level: float = 0.95,
+    chunk: int | None = None,
+) -> dict:
+    """Every single-model stability metric of a capture (`emojax.extract.Captured`).
+
+    Returns:
+      `{"split_half": Interval [C, L], "cross_domain": Interval [C, L] (NaN without domain
+      labels), "layer_cosine": Interval [C, L, L], "control_cosine": Interval [E, K, L],
+      "concepts", "emotions", "controls"}` with the intervals as NumPy arrays.
+    """
+    names = list(captured.concepts)
+    emotions = [e for e in emotions if e in names]
+    controls = [k for k in controls if k in names]
+    args = (captured.items, captured.valid, captured.paired)
+    k1, k2, k3, k4 = jax.random.split(rng, 4)
+    out = {
+        "split_half": split_half_cosine(k1, *args, num=num, level=level, chunk=chunk),
+        "cross_domain": cross_domain_cosine(
+            k2,
+            *args,
+            captured.domain,
+            max(len(captured.domain_names), 1),
+            num=num,
+            level=level,
+            chunk=chunk,
+        ),
+        "layer_cosine": layer_cosine(k3, *args, num=num, level=level, chunk=chunk),
+    }
+    if emotions and controls:
+        out["control_cosine"] = control_cosines(
+            k4,
+            *args,
+            [names.index(e) for e in emotions],
+            [names.index(k) for k in controls],
+            num=num,
+            level=level,
+            chunk=chunk,
+        )
+    out = jax.device_get(out)
+    return {**out, "concepts": names, "emotions": emotions, "controls": controls}
+
+
+def report_rows(report: dict, layer_norms=None, scales=None) -> tuple[list[dict], list[dict]]:
+    """Flat table rows of `stability_report`: per (concept, layer) and per (emotion, control,
+    layer)."""
+    rows = []
+    sh, cd = report["split_half"], report["cross_domain"]
+    for c, name in enumerate(report["concepts"]):
+        for layer in range(np.shape(sh.estimate)[1]):
+            row = {"concept": name, "layer": layer}
+            for key, iv in (("split_half", sh), ("cross_domain", cd)):
+                row[key] = float(iv.estimate[c, layer])
+                row[key + "_lo"], row[key + "_hi"] = float(iv.lo[c, layer]), float(iv.hi[c, layer])
+            if scales is not None:
+                row["scale"] = float(scales[c, layer])
+                if layer_norms is not None:
+                    row["scale_norm_units"] = float(scales[c, layer] / layer_norms[layer])
+            rows.append(row)
+    crows = []
+    cc = report.get("control_cosine")
+    for e, emo in enumerate(report["emotions"] if cc is not None else []):
+        for k, ctl in enumerate(report["controls"]):
+            for layer in range(np.shape(cc.estimate)[-1]):
+                crows.append({
+                    "emotion": emo, "control": ctl, "layer": layer,
+                    "cosine": float(cc.estimate[e, k, layer]),
+                    "cosine_lo": float(cc.lo[e, k, layer]),
+                    "cosine_hi": float(cc.hi[e, k, layer]),
+                })  # fmt: skip
+    return rows, crows
