@@ -37,6 +37,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from safetensors import safe_open
 
 from emojax.config import ModelConfig
 from emojax.params import Params, init_params, param_shapes
@@ -45,7 +46,7 @@ Array = jax.Array
 AnyMesh = Mesh | AbstractMesh
 MESH_AXES = ("data", "model")
 
-# Logical axis name -> mesh axis (None = replicated). Later entries do not override earlier.
+# Logical axis name -> mesh axis (None = replicated); `rules_from_config` remaps entries.
 DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
     ("layers", None),
     ("embed", None),
@@ -131,7 +132,11 @@ def abstract_mesh(data: int, model: int) -> AbstractMesh:
 
 
 def mesh_from_config(mesh_cfg: Any | None) -> Mesh:
-    """`make_mesh` from a config's `mesh` section (`data`, `model`; missing = (-1, 1))."""
+    """`make_mesh` from a config's `mesh` section (`data`, `model`; missing = (-1, 1)).
+
+    Scripts call this once, after `maybe_initialize_distributed(cfg.mesh.distributed)`, and
+    pass `rules_from_config(cfg.mesh.rules)` wherever rules are taken.
+    """
     get = (lambda k, d: getattr(mesh_cfg, k, d)) if mesh_cfg is not None else (lambda k, d: d)
     return make_mesh(int(get("data", -1)), int(get("model", 1)))
 
@@ -165,8 +170,12 @@ def logical_axes(config: ModelConfig) -> Params:
 
 
 def rules_from_config(overrides: Mapping[str, str | None] | None = None) -> tuple:
-    """`DEFAULT_RULES` with some logical names remapped (value '' or None = replicate)."""
-    overrides = dict(overrides or {})
+    """`DEFAULT_RULES` with some logical names remapped (value '' or None = replicate).
+
+    Args:
+      overrides: e.g. a config's `mesh.rules` ConfigDict, `{"vocab": ""}`.
+    """
+    overrides = {} if overrides is None else dict(overrides.items())
     unknown = set(overrides) - {k for k, _ in DEFAULT_RULES}
     if unknown:
         raise ValueError(f"unknown logical axes in mesh.rules: {sorted(unknown)}")
@@ -370,6 +379,211 @@ def sharded_jit(
     return call
 
 
+# ----------------------------------------------------------------------------- loading
+
+
+def _fast_slicer(leaf: str, config: ModelConfig) -> Callable | None:
+    """Reads one device's block of a per-layer leaf straight from the HF tensor (get_slice).
+
+    Returns `read(hf_slice, index) -> block` for the `nn.Linear` layouts of the RoPE families
+    (`[out, in]` weights; emojax splits heads off `out` or `in`), or None where the generic
+    path must run (GPT-2's fused Conv1D). `load_sharded_params` checks each slicer against
+    `loading.tensor_map`'s own transform on layer 0 and falls back when they disagree.
+    """
+    if config.model_type == "gpt2":
+        return None
+    name = leaf.rsplit(".", 1)[-1]
+    k = config.head_dim
+
+    def full(s: slice, n: int) -> bool:
+        return s.indices(n) == (0, n, 1)
+
+    def heads_rows(hs: slice, ks: slice) -> slice | None:
+        if ks != slice(None) and not full(ks, k):
+            return None
+        start, stop, _ = hs.indices(
+            config.num_heads if name in ("wq", "wo", "bq") else config.num_kv_heads
+        )
+        return slice(start * k, stop * k)
+
+    if name in ("wq", "wk", "wv"):  # HF [n*K, D] -> [D, n, K]
+
+        def read(t, idx):
+            d, h, kk = idx
+            rows = heads_rows(h, kk)
+            if rows is None:
+                return None
+            w = t[rows, d]
+            return w.T.reshape(w.shape[1], -1, k)[..., kk]
+
+        return read
+    if name == "wo":  # HF [D, H*K] -> [H, K, D]
+
+        def read(t, idx):
+            h, kk, d = idx
+            cols = heads_rows(h, kk)
+            if cols is None:
+                return None
+            w = t[d, cols]
+            return w.T.reshape(-1, k, w.shape[0])[:, kk]
+
+        return read
+    if name in ("bq", "bk", "bv"):  # HF [n*K] -> [n, K]
+
+        def read(t, idx):
+            h, kk = idx
+            rows = heads_rows(h, kk)
+            return None if rows is None else t[rows].reshape(-1, k)[:, kk]
+
+        return read
+    if name in ("w_up", "w_gate", "w_down", "lm_head"):  # HF [b, a] -> [a, b]
+        return lambda t, idx: t[idx[1], idx[0]].T
+    return lambda t, idx: t[idx]  # stored as is (embed, norms, biases)
+
+
+def load_sharded_params(
+    path: str,
+    mesh: Mesh,
+    *,
+    dtype=jnp.bfloat16,
+    rules=DEFAULT_RULES,
+    stats: dict[str, int] | None = None,
+) -> tuple[ModelConfig, Params]:
+    """Reads a Hugging Face checkpoint straight into sharded arrays, tensor by tensor.
+
+    Each leaf is built with `jax.make_array_from_callback`: the callback of a device reads
+    only that device's block of each layer's tensor (`safe_open(...).get_slice`), so a device
+    only ever receives its own shards and a host holds at most one device's shard of one
+    weight in flight, never the whole model. Names and layouts come from
+    `loading.tensor_map`, the one place that knows HF conventions; the sliced readers of the
+    `nn.Linear` families are checked against its transforms once per weight, and GPT-2's
+    fused c_attn falls back to reading each whole (small) tensor.
+
+    Args:
+      path: checkpoint directory (or a model id in the local HF cache).
+      mesh: a ('data', 'model') mesh.
+      dtype: parameter dtype.
+      rules: logical axis rules.
+      stats: if given, filled with `sliced_reads` and `whole_tensor_reads` (blocks read
+        with get_slice vs. whole tensors read for a generic transform) and
+        `max_read_bytes` (the largest single read from disk); the one-off check of each
+        sliced reader against the generic transform (one layer-0 tensor per leaf) is not
+        counted.
+
+    Returns:
+      (config, params), params laid out as `param_shardings(config, mesh, rules)`.
+
+    Raises:
+      loading.CheckpointError: a missing, unexpected or misshapen tensor.
+    """
+    from emojax import loading
+
+    path = loading.resolve_path(path)
+    config = ModelConfig.from_pretrained(path)
+    tmap = loading.tensor_map(config)
+    np_dtype = np.dtype(jnp.dtype(dtype))
+
+    with contextlib.ExitStack() as stack:
+        tensors: dict[str, Any] = {}  # canonical HF name -> lazy safetensors slice
+        for file in loading.checkpoint_files(path):
+            f = stack.enter_context(safe_open(file, framework="numpy"))
+            for raw in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                name = loading.canonical_name(raw, config)
+                if name in tmap:
+                    tensors[name] = f.get_slice(raw)
+                elif not name.endswith(loading._IGNORED_SUFFIXES) and not (
+                    name == "lm_head.weight" and config.tie_embeddings
+                ):
+                    raise loading.CheckpointError(f"unexpected tensor {raw!r} in {path}")
+        missing = sorted(set(tmap) - set(tensors))
+        if missing:
+            more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+            raise loading.CheckpointError(
+                f"missing tensor(s) in {path}: {', '.join(missing[:5])}{more}"
+            )
+
+        # Params leaf path -> {layer (None for global leaves): (HF name, output of to_ours)}.
+        sources: dict[str, dict[int | None, tuple[str, int]]] = {}
+        shapes = param_shapes(config)
+        converted: dict[tuple, Any] = {}  # every layer of a leaf has the same transform
+        for name, spec in tmap.items():
+            hf = jax.ShapeDtypeStruct(tuple(tensors[name].get_shape()), np.float32)
+            key = (spec.leaves, spec.layer is None, hf.shape)
+            if key not in converted:
+                converted[key] = jax.eval_shape(spec.to_ours, hf)
+            outs = converted[key]
+            for j, leaf in enumerate(spec.leaves):
+                want = _get_path(shapes, leaf)
+                want = want if spec.layer is None else want[1:]
+                if tuple(outs[j].shape) != tuple(want):
+                    raise loading.CheckpointError(
+                        f"tensor {name!r} in {path} has shape {hf.shape}, which does not fit "
+                        f"{leaf} of shape {want}"
+                    )
+                sources.setdefault(leaf, {})[spec.layer] = (name, j)
+
+        counts = {"sliced_reads": 0, "whole_tensor_reads": 0, "max_read_bytes": 0}
+        if stats is not None:
+            counts = stats
+            stats.update(sliced_reads=0, whole_tensor_reads=0, max_read_bytes=0)
+
+        def count(kind: str, x: np.ndarray) -> np.ndarray:
+            counts[kind] += 1
+            counts["max_read_bytes"] = max(counts["max_read_bytes"], x.nbytes)
+            return x
+
+        def generic(name: str, j: int, idx: tuple, counted: bool = True) -> np.ndarray:
+            """Whole tensor through `to_ours`, then this block (GPT-2's fused c_attn)."""
+            whole = tensors[name][:]
+            whole = count("whole_tensor_reads", whole) if counted else whole
+            return np.asarray(tmap[name].to_ours(whole)[j])[idx]
+
+        def build(leaf: str, shape: tuple[int, ...], sharding: NamedSharding) -> Array:
+            src = sources[leaf]
+            stacked = None not in src
+            fast = _fast_slicer(leaf, config)
+            if fast is not None:  # trust the sliced reader only where it agrees on layer 0
+                idx = tuple(next(iter(sharding.devices_indices_map(shape).values())))
+                idx = idx[1:] if stacked else idx
+                name, j = src[0 if stacked else None]
+                block = fast(tensors[name], idx)
+                if block is None or not np.array_equal(block, generic(name, j, idx, False)):
+                    fast = None
+
+            def read(name: str, j: int, idx: tuple) -> np.ndarray:
+                block = None if fast is None else fast(tensors[name], idx)
+                if block is None:
+                    block = generic(name, j, idx)
+                else:
+                    count("sliced_reads", block)
+                return np.asarray(block).astype(np_dtype)
+
+            def callback(index: tuple) -> np.ndarray:
+                index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+                if not stacked:
+                    return read(*src[None], index)
+                layers = range(*index[0].indices(shape[0]))
+                return np.stack([read(*src[i], index[1:]) for i in layers])
+
+            return jax.make_array_from_callback(shape, sharding, callback)
+
+        flat, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)
+        shardings = jax.tree.leaves(
+            param_shardings(config, mesh, rules), is_leaf=lambda x: isinstance(x, NamedSharding)
+        )
+        leaves = [
+            build(".".join(k.name for k in p), shape, s)
+            for (p, shape), s in zip(flat, shardings, strict=True)
+        ]
+    return config, jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _get_path(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        tree = getattr(tree, part)
+    return tree
+
+
 # ----------------------------------------------------------------------------- multi-host
 
 _COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
@@ -387,20 +601,23 @@ def _multihost_env() -> bool:
     return bool(os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"))
 
 
-def maybe_initialize_distributed(flag: bool | None = None) -> bool:
+def maybe_initialize_distributed(flag: bool | str | None = None) -> bool:
     """Calls `jax.distributed.initialize()` when asked, or when the env says multi-host.
 
     Must run before the first use of `jax.devices()`. On Cloud TPU pod slices JAX discovers
     the coordinator and process ids itself; `tpu/launch.sh` sets EMOJAX_DISTRIBUTED=1.
 
     Args:
-      flag: True forces initialisation, False forbids it, None (default) auto-detects from
+      flag: True / "yes" forces initialisation, False / "no" forbids it, None / "auto"
+        (default) auto-detects from
         EMOJAX_DISTRIBUTED, JAX_COORDINATOR_ADDRESS, TPU_WORKER_HOSTNAMES (> 1 host) or
         MEGASCALE_COORDINATOR_ADDRESS.
 
     Returns:
       Whether this process is part of an initialised multi-process job.
     """
+    if isinstance(flag, str):  # a config's mesh.distributed: "auto" | "yes" | "no"
+        flag = {"auto": None, "yes": True, "true": True, "no": False, "false": False}[flag.lower()]
     if flag is False or (flag is None and not _multihost_env()):
         return False
     if not jax.distributed.is_initialized():
@@ -439,6 +656,31 @@ def broadcast_from_writer(x: Any) -> Any:
     if jax.process_count() == 1:
         return x
     return multihost_utils.broadcast_one_to_all(x)
+
+
+def writer_exists(path: str) -> bool:
+    """Whether `path` exists on process 0, answered identically on every process.
+
+    The chunk store asks this before each chunk; all processes must agree on whether to
+    compute it (the computation holds collectives), and only process 0 writes files, which
+    other hosts may not see (TPU VM workers share no filesystem by default).
+    """
+    exists = os.path.exists(path) if is_writer() else False
+    return bool(broadcast_from_writer(np.asarray(exists, np.int32)))
+
+
+def read_on_writer(path: str) -> bytes:
+    """The bytes of a file on process 0, on every process (e.g. a finished chunk's .npz)."""
+    if jax.process_count() == 1:
+        with open(path, "rb") as f:
+            return f.read()
+    data = b""
+    if is_writer():
+        with open(path, "rb") as f:
+            data = f.read()
+    size = int(broadcast_from_writer(np.asarray(len(data), np.int64)))
+    buf = np.frombuffer(data, np.uint8) if is_writer() else np.zeros(size, np.uint8)
+    return np.asarray(broadcast_from_writer(buf), np.uint8).tobytes()
 
 
 # ----------------------------------------------------------------------------- planning
@@ -495,7 +737,8 @@ def planned_param_bytes(
     total, replicated_dims = 0, set()
     for shape, names, spec in zip(shapes, axes, specs, strict=True):
         n = 1
-        for dim, name, axis in zip(shape, names, tuple(spec) + (None,) * len(shape)):
+        padded = tuple(spec) + (None,) * (len(shape) - len(spec))
+        for dim, name, axis in zip(shape, names, padded, strict=True):
             n *= _ceil_div(dim, sizes[axis]) if axis else dim
             wanted = table.get(name)
             if axis is None and wanted and sizes.get(wanted, 1) > 1:
