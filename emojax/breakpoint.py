@@ -170,7 +170,9 @@ def break_index_samples(
     In a resample there is no interval, so a value has vanished where the resampled estimate
     is below its threshold; the break is the start of the final run of vanished points.
     """
-    ok = (np.asarray(mon_samples) < mon_threshold) & (np.asarray(steer_samples) < steer_threshold)
+    mon_samples, steer_samples = np.asarray(mon_samples), np.asarray(steer_samples)
+    r = min(mon_samples.shape[1], steer_samples.shape[1])  # independent draws: pair the first r
+    ok = (mon_samples[:, :r] < mon_threshold) & (steer_samples[:, :r] < steer_threshold)
     num_points = ok.shape[0]
     # suffix_all[p, r] = all(ok[p:, r])
     suffix_all = np.flip(np.cumprod(np.flip(ok, 0), axis=0), 0).astype(bool)

@@ -1,0 +1,45 @@
+"""The main job: the break-point analysis along a policy-dominance axis.
+
+With no flags it runs the default (configs/zoo.py): builds the embedded model zoo if absent,
+runs extraction, steering sweeps and monitoring probes at every axis point, finds the break
+point and writes report.md, summary.json, points.csv, plots and per-prompt readouts.
+
+Examples:
+  python scripts/breakpoint.py
+  python scripts/breakpoint.py --workdir=runs/zoo
+  python scripts/breakpoint.py --config=configs/zoo.py:smoke --workdir=/tmp/bp_smoke
+  python scripts/breakpoint.py --config=configs/zoo.py --config.breakpoint.axis=dial
+  python scripts/breakpoint.py --config=configs/gemma2_2b.py --workdir=runs/gemma2_2b
+"""
+
+import datetime
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from emojax import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "zoo.py"),
+    "Config file (ml_collections), e.g. configs/zoo.py or configs/gemma2_2b.py:dial.",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<time>).")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.INFO)
+    cfg = _CONFIG.value
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = _WORKDIR.value or cfg.workdir or os.path.join("runs", f"breakpoint-{stamp}")
+    summary = pipeline.run(cfg, workdir)
+    brk = summary["break_point"]
+    print(f"\nbreak point: {brk['label']}  (bootstrap interval {brk['interval']})")
+    print(f"report: {os.path.abspath(os.path.join(workdir, 'report.md'))}")
+
+
+if __name__ == "__main__":
+    app.run(main)
