@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -347,8 +348,13 @@ def delta_steer_draws(res: sweep.SweepResults, layer_pos: int, kappa: float, cfg
 
 
 def _mean_interval(iv, rows: list[int], site: int) -> tuple[float, float, float]:
-    """Mean over `rows` (concepts) of an Interval [C, L] at one site."""
-    pick = lambda x: float(np.nanmean(np.asarray(x)[rows, site]))
+    """Mean over `rows` (concepts) of an Interval [C, L] at one site (NaN where undefined)."""
+
+    def pick(x):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: e.g. one domain only
+            return float(np.nanmean(np.asarray(x)[rows, site]))
+
     return pick(iv.estimate), pick(iv.lo), pick(iv.hi)
 
 
