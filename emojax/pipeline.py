@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging as std_logging
 import os
 import time
 import warnings
@@ -55,6 +56,18 @@ class Progress:
             "[%s %d/%d] %s | %.2f %s/min | elapsed %.0fs | ETA %.0fs",
             self.what, self.done, self.total, message, 60 * rate, self.what, elapsed, eta,
         )  # fmt: skip
+
+
+class _DropInfo(std_logging.Filter):
+    """Drops INFO records of chatty libraries (orbax logs every checkpoint step)."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno > std_logging.INFO or "orbax" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+    """Keeps the progress lines readable: orbax's INFO lines are dropped."""
+    logging.get_absl_handler().addFilter(_DropInfo())
 
 
 def stage(name: str) -> Callable:
@@ -108,10 +121,29 @@ def resolve_paths(cfg, names: list[str]) -> dict[str, str]:
     return out
 
 
+def load_point_model(path: str, cfg) -> Model:
+    """Loads a checkpoint; on a multi-device mesh straight into sharded arrays (`mesh` section).
+
+    With one device this is `emojax.load_model`. With several, each device reads only its block
+    of every tensor (`emojax.sharding.load_sharded_params`) and `jax.jit` runs every stage on
+    the sharded weights unchanged.
+    """
+    dtype = getattr(jnp, cfg.dtype)
+    if jax.device_count() == 1:
+        return load_model(path, dtype=dtype)
+    from emojax import sharding
+    from emojax.loading import load_tokenizer, resolve_path
+
+    path = resolve_path(path)
+    mesh = sharding.mesh_from_config(cfg.mesh)
+    rules = sharding.rules_from_config(cfg.mesh.get("rules"))
+    config, params = sharding.load_sharded_params(path, mesh, dtype=dtype, rules=rules)
+    return Model(config=config, params=params, tokenizer=load_tokenizer(path), path=path)
+
+
 def axis_points(cfg) -> Iterator[AxisPoint]:
     """Yields the axis points one at a time (one model in memory at a time, plus dial ends)."""
     b = cfg.breakpoint
-    dtype = getattr(jnp, cfg.dtype)
     if b.axis == "models":
         paths = resolve_paths(cfg, list(b.models))
         labels = list(b.labels) if b.get("labels") else list(b.models)
@@ -119,14 +151,14 @@ def axis_points(cfg) -> Iterator[AxisPoint]:
             raise ValueError(f"{len(labels)} labels for {len(b.models)} models")
         for label, name in zip(labels, b.models, strict=True):
             path = paths[name]
-            model = load_model(path, dtype=dtype)
+            model = load_point_model(path, cfg)
             yield AxisPoint(label, os.path.abspath(path), model, results.model_hash(path))
         return
     if b.axis != "dial":
         raise ValueError(f"breakpoint.axis must be 'models' or 'dial', not {b.axis!r}")
     paths = resolve_paths(cfg, [b.dial_base, b.dial_tuned])
-    base = load_model(paths[b.dial_base], dtype=dtype)
-    tuned = load_model(paths[b.dial_tuned], dtype=dtype)
+    base = load_point_model(paths[b.dial_base], cfg)
+    tuned = load_point_model(paths[b.dial_tuned], cfg)
     bp.check_dial_compatible(base.config, tuned.config, base.tokenizer, tuned.tokenizer)
     hashes = (results.model_hash(paths[b.dial_base]), results.model_hash(paths[b.dial_tuned]))
     for alpha in b.alphas:
@@ -534,6 +566,10 @@ def run(cfg, workdir: str) -> dict:
     mon, steer = draws("mon_samples", "delta_mon"), draws("steer_samples", "delta_steer")
     brk = bp.find_break_point(labels, mon, steer, b.mon_threshold, b.steer_threshold)
     seconds = time.perf_counter() - t_start
+    from emojax import sharding
+
+    if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
+        return {"break_point": brk.to_json(), "labels": labels}
     return write_outputs(cfg, workdir, points, mon, steer, brk, seconds)
 
 

@@ -83,6 +83,7 @@ def plot_curves(
     xlabel: str = "policy dominance (axis point)",
     title: str = "",
     break_index: int | None = None,
+    logy: Sequence[str] = (),
 ) -> None:
     """One panel per metric group; each group maps a curve name to its band.
 
@@ -93,16 +94,19 @@ def plot_curves(
       xlabel: x-axis label.
       title: figure title.
       break_index: marks the break point when given.
+      logy: titles of panels drawn on a log y axis (ratios spanning decades).
     """
     x = np.arange(len(labels))
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4), constrained_layout=True, squeeze=False)
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
         for name, band in curves.items():
             _band(ax, x, band, name)
         if break_index is not None:
             ax.axvline(break_index, color="firebrick", linestyle="--", label="break point")
         _axis(ax, labels, xlabel)
+        if panel in logy:
+            ax.set_yscale("log")
         ax.set_title(panel)
         ax.set_ylabel(panel)
         ax.legend(loc="best", fontsize=8)

@@ -128,9 +128,11 @@ def write_outputs(
                 "cross-domain": _band(rows, "cross_domain"),
                 "vs first axis point": _band(rows, "cross_model_cosine"),
             },
-            "modularity": {
-                "selectivity |M_ii| / Σ|M_ij|": _band(rows, "selectivity"),
-                "style-vs-safety ratio": _band(rows, "style_vs_safety"),
+            "selectivity (emotion vectors)": {
+                "|M_ii| / Σ_j≠i |M_ij|": _band(rows, "selectivity"),
+            },
+            "style-vs-safety ratio": {
+                "style effect / failure effect": _band(rows, "style_vs_safety"),
             },
             "policy": {
                 "policy-dominance index (R²)": _band(rows, "policy_dominance"),
@@ -141,6 +143,7 @@ def write_outputs(
         xlabel=xlabel,
         title=title,
         break_index=brk.index,
+        logy=("style-vs-safety ratio",),
     )
     names = points[0]["matrix_rows"]
     plots.plot_matrices(

@@ -18,7 +18,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import pipeline
+from emojax import pipeline, sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -33,9 +33,13 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
     cfg = _CONFIG.value
+    sharding.maybe_initialize_distributed(cfg.mesh.distributed)  # before any device use
+    pipeline.quiet_library_logs()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = _WORKDIR.value or cfg.workdir or os.path.join("runs", f"breakpoint-{stamp}")
     summary = pipeline.run(cfg, workdir)
+    if not sharding.is_writer():
+        return
     brk = summary["break_point"]
     print(f"\nbreak point: {brk['label']}  (bootstrap interval {brk['interval']})")
     print(f"report: {os.path.abspath(os.path.join(workdir, 'report.md'))}")
