@@ -16,7 +16,6 @@ models also `cross_model.csv`; always `summary.md` and `config.json` (provenance
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -33,6 +32,7 @@ from emojax.config import ModelConfig
 from emojax.loading import load_model
 from emojax.metrics import stability
 from emojax.params import count_params, init_params
+from emojax.report import write_csv
 from emojax.vectors import save_all
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
@@ -46,20 +46,12 @@ _REPEATS = flags.DEFINE_integer("repeats", 1, "extract this often per model (lat
 
 def resolve_models(spec: str, cfg) -> dict[str, str]:
     """`{name: checkpoint dir}`; zoo names build (or reuse) the zoo."""
-    from emojax.zoo import ZOO_MODELS, build_zoo
+    from emojax.zoo import resolve_models as resolve
 
-    names = list(ZOO_MODELS) if spec == "zoo" else [s for s in spec.split(",") if s]
-    zoo = build_zoo(cfg) if any(n in ZOO_MODELS for n in names) else {}
-    return {os.path.basename(os.path.normpath(n)): zoo.get(n, n) for n in names}
-
-
-def write_csv(path: str, rows: list[dict]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    try:
+        return resolve(spec, cfg)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
 
 
 def plot_stability(path: str, report: dict, title: str) -> None:

@@ -25,8 +25,6 @@ along each direction relative to the reference model); to `<workdir>/`: `summary
 
 from __future__ import annotations
 
-import csv
-import functools
 import os
 import time
 
@@ -36,8 +34,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import probes, results
-from emojax import readouts as ro
+from emojax import pipeline, probes, results
+from emojax.report import write_csv
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
 _MODEL = flags.DEFINE_string("model", "instruct", "zoo name, checkpoint dir, 'zoo', or a list.")
@@ -47,14 +45,12 @@ _WORKDIR = flags.DEFINE_string("workdir", "", "output directory ('' = runs/probe
 
 def resolve_models(spec: str, cfg) -> dict[str, str]:
     """`{name: checkpoint dir}`; zoo names build (or reuse) the zoo."""
-    from emojax.zoo import ZOO_MODELS, build_zoo
+    from emojax.zoo import resolve_models as resolve
 
-    names = list(ZOO_MODELS) if spec == "zoo" else [s for s in spec.split(",") if s]
-    unknown = [n for n in names if n not in ZOO_MODELS and not os.path.isdir(n)]
-    if unknown:
-        raise app.UsageError(f"{unknown} are neither directories nor zoo names {ZOO_MODELS}")
-    zoo = build_zoo(cfg) if any(n in ZOO_MODELS for n in names) else {}
-    return {os.path.basename(os.path.normpath(n)): zoo.get(n, n) for n in names}
+    try:
+        return resolve(spec, cfg)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
 
 
 def load_vectors(path: str, model, cfg):
@@ -105,75 +101,6 @@ def eval_prompts(tokenizer, cfg):
         template_source=cfg.extract.template_source or None,
         ids=[q.id for q in items],
     )
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _last_token_pass(params, config, tokens, mask, refusal):
-    """Residual stream at the last prompt token [B, L+1, D] and the refusal score [B]."""
-    from emojax.model import forward
-
-    last = jnp.full((tokens.shape[0], 1), tokens.shape[1] - 1, jnp.int32)
-    out = forward(params, config, tokens, attention_mask=mask, logit_positions=last)
-    acts = jnp.swapaxes(out.resid[:, :, -1].astype(jnp.float32), 0, 1)
-    return acts, ro.refusal_score(out.logits[:, 0], refusal)
-
-
-def _blocks(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-    return np.concatenate([x, np.repeat(x[-1:], size - len(x), 0)]) if len(x) < size else x
-
-
-def run_unsteered(model, prompts, cfg) -> dict[str, np.ndarray]:
-    """Last-token activations [N, L+1, D], policy logit [N] and behaviour labels [N]."""
-    from emojax.generate import generate
-
-    mcfg, tok, p = model.config, model.tokenizer, cfg.probes
-    refusal = ro.refusal_mask(np.asarray(ro.refusal_token_ids(tok)), mcfg.vocab_size)
-    eos = tuple(mcfg.eos_token_id) or (tok.eos_token_id,)
-    n, t = prompts.tokens.shape
-    bs = min(p.batch_size, n)  # fixed block size (last block padded): one compile each
-    acts, logit, texts = [], [], []
-    for sl in _blocks(n, bs):
-        tokens, mask = _pad(prompts.tokens[sl], bs), _pad(prompts.mask[sl], bs)
-        a, s = _last_token_pass(model.params, mcfg, jnp.asarray(tokens), jnp.asarray(mask), refusal)
-        ids = generate(
-            model.params,
-            mcfg,
-            jnp.asarray(tokens),
-            max_new_tokens=p.max_new_tokens,
-            attention_mask=jnp.asarray(mask),
-        )
-        k = sl.stop - sl.start
-        acts.append(np.asarray(a)[:k])
-        logit.append(np.asarray(s)[:k])
-        texts += ro.decode_responses(tok, np.asarray(ids)[:k, t:], eos)
-    labels = ro.behaviour_labels(texts, prompts.harmful)
-    labels["failure"] = labels["harmful_compliance"] | labels["over_refusal"]
-    return {
-        "acts": np.concatenate(acts),
-        "policy_logit": np.concatenate(logit),
-        "texts": texts,
-        **labels,
-    }
-
-
-def headline_layer(spec: float | int, num_sites: int) -> int:
-    """An int layer index, or a depth fraction of the residual sites 0..L."""
-    if isinstance(spec, float) and 0.0 <= spec < 1.0:
-        return int(round(spec * (num_sites - 1)))
-    return int(spec) % num_sites
-
-
-def write_csv(path: str, rows: list[dict]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def plot_layers(path: str, rows: list[dict], set_names, title: str, headline: int) -> None:
@@ -228,7 +155,7 @@ def run_model(name: str, path: str, cfg, workdir: str, reference: dict | None) -
     vectors = load_vectors(_VECTORS.value, model, cfg)
     prompts = eval_prompts(model.tokenizer, cfg)
     t0 = time.perf_counter()
-    run = run_unsteered(model, prompts, cfg)
+    run = pipeline.unsteered_behaviour(model, prompts, cfg)
     seconds = {"unsteered": time.perf_counter() - t0}
     controls, emotions = tuple(cfg.data.controls), tuple(cfg.data.emotions)
     directions = {k: vectors.vectors[vectors.index(k)] for k in controls + emotions}
@@ -279,7 +206,7 @@ def run_model(name: str, path: str, cfg, workdir: str, reference: dict | None) -
             row.update({k: v for k, v in extra.items() if "[residual]" in k})
         set_names.append("residual")
     seconds["probes"] = time.perf_counter() - t0
-    headline = headline_layer(p.layer, len(rows))
+    headline = pipeline.headline_site(p.layer, len(rows))
     write_csv(os.path.join(out, "probes.csv"), rows)
     # Per-prompt and per-draw arrays (Δ_mon draws feed emojax.breakpoint.find_break_point).
     results.save_arrays(os.path.join(out, "probes.npz"), {

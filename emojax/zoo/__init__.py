@@ -17,6 +17,7 @@ from emojax.zoo.build import (
     is_refusal,
     load_behaviour,
     model_is_complete,
+    resolve_models,
     zoo_is_complete,
 )
 from emojax.zoo.corpus import CHAT_TEMPLATE, planted_markdown, refusal_prob
@@ -35,5 +36,6 @@ __all__ = [
     "model_is_complete",
     "planted_markdown",
     "refusal_prob",
+    "resolve_models",
     "zoo_is_complete",
 ]

@@ -512,3 +512,22 @@ def format_behaviour(table: dict) -> str:
 def load_behaviour(root: str | os.PathLike) -> dict:
     """The saved behaviour table of a built zoo directory."""
     return json.loads((Path(root) / BEHAVIOUR).read_text())
+
+
+def resolve_models(spec: str | list[str], config: Any) -> dict[str, str]:
+    """`{name: checkpoint dir}` for "zoo" (every zoo model), zoo names, or directories.
+
+    Zoo names build (or reuse) the zoo of `config`; a comma-separated string or a list both work.
+
+    Raises:
+      ValueError: a name is neither a directory nor a zoo model.
+    """
+    names = spec if isinstance(spec, list | tuple) else [s for s in spec.split(",") if s]
+    names = list(ZOO_MODELS) if names == ["zoo"] else list(names)
+    unknown = [n for n in names if n not in ZOO_MODELS and not os.path.isdir(n)]
+    if unknown:
+        raise ValueError(f"{unknown} are neither checkpoint directories nor zoo names {ZOO_MODELS}")
+    built = (
+        build_zoo(config) if any(n in ZOO_MODELS and not os.path.isdir(n) for n in names) else {}
+    )
+    return {os.path.basename(os.path.normpath(n)): str(built.get(n, n)) for n in names}
