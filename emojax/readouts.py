@@ -221,7 +221,7 @@ def refusal_token_ids(tokenizer: Any, phrases: Sequence[str] | None = None) -> n
 
     Each phrase is encoded as it is, with a leading space and in lower case (word-level and
     byte-level tokenizers split a response's first word differently); the first id of every
-    variant counts, excluding special tokens.
+    variant counts unless it is the unknown token or another special token.
 
     Args:
       tokenizer: a Hugging Face tokenizer (anything with `encode(text,
@@ -238,8 +238,9 @@ def refusal_token_ids(tokenizer: Any, phrases: Sequence[str] | None = None) -> n
     for phrase in phrases:
         for variant in (phrase, " " + phrase, phrase.lower(), " " + phrase.lower()):
             enc = tokenizer.encode(variant, add_special_tokens=False)
-            enc = [t for t in enc if t not in special]
-            if enc and enc[0] != unk:
+            # A phrase whose first word the tokenizer does not know says nothing (checked
+            # before dropping specials, or the *second* token would pass as the first).
+            if enc and enc[0] != unk and enc[0] not in special:
                 ids.add(int(enc[0]))
     if not ids:
         raise ValueError("no refusal-start token ids: the tokenizer encodes no refusal phrase")

@@ -1,0 +1,1127 @@
+"""Steering sweeps: vectors x layers x coefficients x prompts in one program per layer.
+
+Dimension legend: B batch rows (= conditions x prompts), T time, D model width, L layers,
+V vocabulary, I steering vectors (named concepts, then random directions), J concept
+readouts, K coefficients, C conditions, N evaluation prompts, M neutral prompts, P joint
+pairs (control, emotion), A sweep layers, W generated tokens.
+
+A *condition* is a layer and a coefficient per vector (in units of that layer's median
+residual norm): it adds `layer_norms[l] * Σ_i w_i v̂_i[l]` to `resid[l]` at every position,
+which is exactly a PyTorch forward-pre-hook on decoder layer `l`. Single-vector grids
+(`w = coef · e_i`) and joint control x emotion grids (`w = a · e_c + b · e_e`, for Δ_steer)
+are both conditions.
+
+How the work is laid out:
+* One unsteered forward captures `resid[l]` for every prompt (prefix reuse, DESIGN.md §2);
+  each steered prefill then runs only layers `l..L-1`, with logits at the first response
+  position only (evaluation prompts) or at every position (neutral text, for the
+  cross-entropy change).
+* Conditions of one layer are folded into the batch axis of a single jitted program
+  (`start_layer` is the only static value, so one compile per layer serves every vector
+  and coefficient). Steered generation (`steered_generate`) shares the prompt prefill of
+  the layers below the injection layer too and vmaps the rest (upper prefill and cached
+  greedy decoding) over conditions.
+* Conditions are processed in fixed-size chunks (sized from a memory budget, last chunk
+  padded so shapes never change); each chunk is stored atomically (`results.ChunkStore`),
+  so a killed sweep resumes and produces identical results.
+
+Entry point: `run_sweep(model, vectors, prompts, config, workdir) -> SweepResults`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emojax import readouts as ro
+from emojax import results as res
+from emojax.config import ModelConfig
+from emojax.interventions import Intervention
+from emojax.metrics import incremental, influence, modularity
+from emojax.model import default_positions, embed, forward, run_layers, unembed
+from emojax.params import Params
+
+Array = jax.Array
+
+EMOTIONS = ("concern", "eagerness", "self_doubt")
+CONTROLS = ("harm_salience", "caution", "refusal")
+STYLE_KEYS = ("apology", "hedging", "warmth", "length")
+BEHAVIOUR_KEYS = ("refused", "harmful_compliance", "over_refusal")
+# Keys of a config's `sweep` section that choose the inputs, read by scripts, not run_sweep.
+INPUT_KEYS = ("method", "prompts_per_kind", "neutral_prompts")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and inputs.
+
+
+def default_config() -> dict[str, Any]:
+    """The sweep settings (the `sweep` section of configs/zoo.py overrides these).
+
+    Keys:
+      layers: injection layers; ints (negative counts from the end) or floats in [0, 1)
+        (fraction of depth, so one config serves models of different depth).
+      coefs: coefficients in units of the layer's median residual norm.
+      vectors: named vectors to sweep (None = every concept of the VectorSet).
+      num_random: norm-matched random directions (the null).
+      generate_random: also generate (behaviour readouts) for random directions.
+      max_new_tokens: length of the steered greedy responses.
+      readout_layer: residual-stream index r in [0, L] (-1 = L, the last layer's output)
+        whose last-position activation is projected on every concept direction (the
+        directions and norm unit of vector layer min(r, L_v - 1)); only conditions injected
+        below r get projections.
+      joint_controls / joint_emotions / joint_coefs: the joint grid for Δ_steer.
+      kappas: KL budgets (nats, mean over neutral prompts) for Δ_steer.
+      memory_mb: activation memory budget per program (sets the chunk sizes). On CPUs a
+        small budget (tens of MB: batches that stay in cache) is fastest; on accelerators
+        use most of the device memory.
+      num_bootstrap: bootstrap resamples for intervals.
+      seed: seed of the random directions and the bootstrap.
+    """
+    return dict(
+        layers=(0.5,),
+        coefs=(-0.5, -0.25, 0.0, 0.25, 0.5),
+        vectors=None,
+        num_random=16,
+        generate_random=True,
+        max_new_tokens=10,
+        readout_layer=-1,
+        joint_controls=("refusal",),
+        joint_emotions=EMOTIONS,
+        joint_coefs=(-0.5, -0.25, 0.0, 0.25, 0.5),
+        kappas=(0.05, 0.1, 0.25),
+        memory_mb=64,
+        num_bootstrap=1000,
+        seed=0,
+    )
+
+
+def _resolve_config(config: Any) -> dict[str, Any]:
+    out = default_config()
+    if config is None:
+        return out
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    # Keys of the config section that choose inputs (prompts, vector method), not settings.
+    config = {k: v for k, v in config.items() if k not in INPUT_KEYS}
+    unknown = set(config) - set(out)
+    if unknown:
+        raise ValueError(f"unknown sweep config keys {sorted(unknown)}; known: {sorted(out)}")
+    out.update(config)
+    for k in ("layers", "coefs", "joint_controls", "joint_emotions", "joint_coefs", "kappas"):
+        out[k] = tuple(out[k])
+    if out["vectors"] is not None:
+        out["vectors"] = tuple(out["vectors"])
+    if out["joint_emotions"] and not any(c == 0 for c in out["joint_coefs"]):
+        raise ValueError("joint_coefs must contain 0 (the controls-alone points of Δ_steer)")
+    return out
+
+
+def resolve_layers(layers: Sequence[float | int], num_layers: int) -> tuple[int, ...]:
+    """Ints (negative from the end) or depth fractions in [0, 1) -> sorted unique layers."""
+    out = set()
+    for x in layers:
+        if isinstance(x, float) and 0.0 <= x < 1.0:
+            out.add(min(int(x * num_layers), num_layers - 1))
+        else:
+            out.add(int(x) % num_layers)
+    return tuple(sorted(out))
+
+
+@dataclasses.dataclass
+class SweepPrompts:
+    """Tokenised prompts of a sweep (left-padded to fixed lengths).
+
+    Attributes:
+      tokens: int32 [N, T] evaluation prompts in the chat template, ending with the assistant
+        header (so the last position predicts the first response token).
+      mask: int32 [N, T] 1 for real tokens.
+      harmful: bool [N] True for harmful requests.
+      kinds: N kind names ('harmful', 'harmless', 'borderline', ...).
+      neutral_tokens: int32 [M, T'] neutral text (KL at the last position, cross-entropy).
+      neutral_mask: int32 [M, T'].
+      ids: N prompt ids (for the record).
+    """
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    harmful: np.ndarray
+    kinds: tuple[str, ...]
+    neutral_tokens: np.ndarray
+    neutral_mask: np.ndarray
+    ids: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.tokens = np.asarray(self.tokens, np.int32)
+        self.mask = np.asarray(self.mask, np.int32)
+        self.harmful = np.asarray(self.harmful, bool)
+        self.kinds = tuple(self.kinds)
+        self.neutral_tokens = np.asarray(self.neutral_tokens, np.int32)
+        self.neutral_mask = np.asarray(self.neutral_mask, np.int32)
+        if self.tokens.shape != self.mask.shape or self.harmful.shape != self.tokens.shape[:1]:
+            raise ValueError("tokens, mask [N, T] and harmful [N] disagree")
+        if self.mask[:, -1].min() < 1 or self.neutral_mask[:, -1].min() < 1:
+            raise ValueError("prompts must be left-padded (last position a real token)")
+
+    @property
+    def num_prompts(self) -> int:
+        return self.tokens.shape[0]
+
+    def fingerprint(self) -> str:
+        return res.fingerprint(
+            [self.tokens, self.mask, self.harmful, self.neutral_tokens, self.neutral_mask]
+        )
+
+    @classmethod
+    def from_texts(
+        cls,
+        tokenizer: Any,
+        eval_texts: Sequence[str],
+        harmful: Sequence[bool],
+        kinds: Sequence[str],
+        neutral_texts: Sequence[str],
+        *,
+        template_source: Any = None,
+        pad_multiple: int = 16,
+        ids: Sequence[str] = (),
+    ) -> SweepPrompts:
+        """Formats `eval_texts` through the chat template and tokenises everything.
+
+        Neutral texts are tokenised as plain text (with the tokenizer's special tokens).
+        Lengths are rounded up to `pad_multiple` so models of one family share compiles.
+        """
+        from emojax.concepts.chat import format_chat, left_pad
+
+        pad_id = _pad_id(tokenizer)
+        ev = [
+            tokenizer.encode(format_chat(tokenizer, t, template_source), add_special_tokens=False)
+            for t in eval_texts
+        ]
+        ne = [tokenizer.encode(t) for t in neutral_texts]
+        rnd = lambda n: -(-n // pad_multiple) * pad_multiple
+        tokens, mask = left_pad(ev, pad_id, rnd(max(map(len, ev))))
+        ntokens, nmask = left_pad(ne, pad_id, rnd(max(map(len, ne))))
+        return cls(
+            tokens, mask, np.asarray(harmful, bool), tuple(kinds), ntokens, nmask, tuple(ids)
+        )
+
+    @classmethod
+    def from_concepts(
+        cls,
+        tokenizer: Any,
+        *,
+        num_per_kind: int | dict[str, int] = 16,
+        num_neutral: int = 16,
+        split: str | None = "test",
+        template_source: Any = None,
+        kinds: Sequence[str] = ("harmful", "harmless", "borderline"),
+    ) -> SweepPrompts:
+        """Evaluation prompts from the shipped datasets (`emojax.concepts`).
+
+        `num_per_kind` is a count for every kind or `{kind: count}` (kinds with a count).
+        """
+        from emojax import concepts
+
+        if isinstance(num_per_kind, dict):
+            kinds = tuple(num_per_kind)
+        items = []
+        for kind in kinds:
+            limit = num_per_kind[kind] if isinstance(num_per_kind, dict) else num_per_kind
+            items += concepts.load_eval(kind, split, limit=limit)
+        neutral = concepts.load_eval("neutral", split, limit=num_neutral)
+        return cls.from_texts(
+            tokenizer,
+            [p.text for p in items],
+            [p.kind == "harmful" for p in items],
+            [p.kind for p in items],
+            [p.text for p in neutral],
+            template_source=template_source,
+            ids=[p.id for p in items],
+        )
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+@dataclasses.dataclass
+class SteeringVectors:
+    """Unit directions [I, L, D] with names and the per-layer norm unit [L]."""
+
+    names: tuple[str, ...]
+    vectors: np.ndarray
+    layer_norms: np.ndarray
+    num_named: int
+
+    @classmethod
+    def build(
+        cls, vectors: Any, names: Sequence[str] | None, num_random: int, seed: int
+    ) -> SteeringVectors:
+        """Named vectors of a `VectorSet` (or anything with `.concepts`, `.vectors` [C, L, D],
+        `.layer_norms` [L]) plus `num_random` seeded random unit directions per layer."""
+        all_names = tuple(vectors.concepts)
+        names = tuple(all_names if names is None else names)
+        v = np.asarray(vectors.vectors, np.float32)[[all_names.index(n) for n in names]]
+        v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+        rng = np.random.default_rng(seed)
+        r = rng.standard_normal((num_random, v.shape[1], v.shape[2])).astype(np.float32)
+        r /= np.maximum(np.linalg.norm(r, axis=-1, keepdims=True), 1e-12)
+        return cls(
+            names=names + tuple(f"random_{i:02d}" for i in range(num_random)),
+            vectors=np.concatenate([v, r], axis=0),
+            layer_norms=np.asarray(vectors.layer_norms, np.float32),
+            num_named=len(names),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions.
+
+
+@dataclasses.dataclass
+class Conditions:
+    """The flat condition table and where each condition sits in the output grids.
+
+    Attributes:
+      layer: int [C] injection layer.
+      weights: float [C, I] coefficient of every vector (norm units).
+      generate: bool [C] run steered generation for this condition.
+      grid_index: int [C, 3] (layer slot, vector, coef) for grid conditions, -1 otherwise.
+      joint_index: int [C, 4] (layer slot, pair, a, b) for joint conditions, -1 otherwise.
+      is_base: bool [C] the unsteered condition (zero weights; gives the baseline responses).
+    """
+
+    layer: np.ndarray
+    weights: np.ndarray
+    generate: np.ndarray
+    grid_index: np.ndarray
+    joint_index: np.ndarray
+    is_base: np.ndarray
+
+
+def build_conditions(
+    layers: Sequence[int],
+    num_vectors: int,
+    num_named: int,
+    coefs: Sequence[float],
+    pairs: Sequence[tuple[int, int]],
+    joint_coefs: Sequence[float],
+    generate_random: bool,
+) -> Conditions:
+    """Single-vector grid [A, I, K] and joint grid [A, P, K', K'] as one condition table.
+
+    Row 0 is the unsteered baseline (zero weights at the first layer), so the baseline
+    responses come from the same compiled program as the steered ones.
+    """
+    rows = [(layers[0], np.zeros(num_vectors, np.float32), True, (-1, -1, -1), (-1,) * 4)]
+    for a, layer in enumerate(layers):
+        for i in range(num_vectors):
+            for k, c in enumerate(coefs):
+                w = np.zeros(num_vectors, np.float32)
+                w[i] = c
+                gen = generate_random or i < num_named
+                rows.append((layer, w, gen, (a, i, k), (-1, -1, -1, -1)))
+        for p, (ci, ei) in enumerate(pairs):
+            for ka, ca in enumerate(joint_coefs):
+                for kb, cb in enumerate(joint_coefs):
+                    w = np.zeros(num_vectors, np.float32)
+                    w[ci] += ca
+                    w[ei] += cb
+                    rows.append((layer, w, True, (-1, -1, -1), (a, p, ka, kb)))
+    return Conditions(
+        layer=np.asarray([r[0] for r in rows], np.int32),
+        weights=np.stack([r[1] for r in rows]),
+        generate=np.asarray([r[2] for r in rows], bool),
+        grid_index=np.asarray([r[3] for r in rows], np.int32),
+        joint_index=np.asarray([r[4] for r in rows], np.int32),
+        is_base=np.arange(len(rows)) == 0,
+    )
+
+
+def steering_matrix(cond: Conditions, vecs: SteeringVectors) -> np.ndarray:
+    """[C, D] vector added to resid[layer_c]: layer_norms[l] · Σ_i w_ci v̂_i[l]."""
+    v = vecs.vectors[:, cond.layer]  # [I, C, D]
+    s = np.einsum("ci,icd->cd", cond.weights, v)
+    return (s * vecs.layer_norms[cond.layer][:, None]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch sizes from a memory budget.
+
+
+def prefill_row_bytes(
+    config: ModelConfig, t: int, start_layer: int, logit_positions: int, capture: bool
+) -> int:
+    """Rough peak activation bytes of one batch row of a prefill from `start_layer`."""
+    c = config
+    per_layer = t * (4 * c.d_model + 3 * c.d_ff) + c.num_heads * t * t * 2
+    kept = t * c.d_model * ((c.num_layers + 1 - start_layer) if capture else 2)
+    return 4 * (per_layer + kept + 2 * logit_positions * c.vocab_size)
+
+
+def generate_row_bytes(config: ModelConfig, t: int, new: int) -> int:
+    """Rough peak bytes of one batch row of cached generation."""
+    c = config
+    s = t + new
+    cache = 2 * c.num_layers * s * c.num_kv_heads * c.head_dim
+    act = t * (4 * c.d_model + 3 * c.d_ff) + c.num_heads * t * s * 2
+    return 4 * (cache + act + 2 * c.vocab_size)
+
+
+def rows_for_budget(row_bytes: int, memory_mb: float) -> int:
+    return max(1, int(memory_mb * 2**20) // max(row_bytes, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The jitted programs.
+
+
+@functools.partial(jax.jit, static_argnames=("config", "start_layer", "readout"))
+def steered_eval(
+    params: Params,
+    config: ModelConfig,
+    tokens: Array,
+    mask: Array,
+    h: Array,
+    steer: Array,
+    refusal: Array,
+    read_dirs: Array,
+    *,
+    start_layer: int,
+    readout: int | None,
+) -> tuple[Array, Array]:
+    """Refusal score and concept projections of C conditions on N prompts.
+
+    Args:
+      params: model parameters.
+      config: static model config.
+      tokens: int [N, T] left-padded prompts.
+      mask: [N, T] attention mask.
+      h: [N, T, D] unsteered resid[start_layer] (prefix reuse).
+      steer: [C, D] vectors added to resid[start_layer].
+      refusal: bool [V] refusal-start tokens.
+      read_dirs: [J, D] unit concept directions at the readout layer, pre-divided by that
+        layer's norm unit.
+      start_layer: injection layer (static).
+      readout: readout layer minus start_layer (static), or None for no projections.
+
+    Returns:
+      refusal scores [C, N] and projections [C, N, J] (zeros [C, N, J] without readout).
+    """
+    c, (n, t, d) = steer.shape[0], h.shape
+    x = (h[None] + steer[:, None, None, :].astype(h.dtype)).reshape(c * n, t, d)
+    out = forward(
+        params,
+        config,
+        jnp.tile(tokens, (c, 1)),
+        attention_mask=jnp.tile(mask, (c, 1)),
+        start_layer=start_layer,
+        resid=x,
+        logit_positions=jnp.full((c * n, 1), t - 1, jnp.int32),
+        capture=readout is not None,
+    )
+    score = ro.refusal_score(out.logits[:, 0], refusal).reshape(c, n)
+    if readout is None:
+        return score, jnp.zeros((c, n, read_dirs.shape[0]), jnp.float32)
+    last = out.resid[readout][:, -1].astype(jnp.float32)  # [C*N, D]
+    proj = jnp.einsum("bd,jd->bj", last, read_dirs).reshape(c, n, -1)
+    return score, proj
+
+
+@functools.partial(jax.jit, static_argnames=("config", "start_layer"))
+def steered_neutral(
+    params: Params,
+    config: ModelConfig,
+    tokens: Array,
+    mask: Array,
+    h: Array,
+    steer: Array,
+    base_last_logits: Array,
+    base_nll: Array,
+    *,
+    start_layer: int,
+) -> tuple[Array, Array]:
+    """KL(unsteered ‖ steered) at the last position and cross-entropy change, on neutral text.
+
+    Returns:
+      kl [C, M] and nll_delta [C, M] (steered minus unsteered mean token NLL).
+    """
+    c, (m, t, d) = steer.shape[0], h.shape
+    x = (h[None] + steer[:, None, None, :].astype(h.dtype)).reshape(c * m, t, d)
+    tk, mk = jnp.tile(tokens, (c, 1)), jnp.tile(mask, (c, 1))
+    out = forward(
+        params, config, tk, attention_mask=mk, start_layer=start_layer, resid=x, capture=False
+    )
+    kl = ro.kl_divergence(jnp.tile(base_last_logits, (c, 1)), out.logits[:, -1]).reshape(c, m)
+    nll = ro.token_nll(out.logits, tk, mk).reshape(c, m)
+    return kl, nll - base_nll[None]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "layer", "max_new_tokens"))
+def steered_generate(
+    params: Params,
+    config: ModelConfig,
+    tokens: Array,
+    mask: Array,
+    steer: Array,
+    *,
+    layer: int,
+    max_new_tokens: int,
+) -> Array:
+    """Greedy responses of C conditions on N prompts with prefix reuse: int32 [C, N, W].
+
+    Equals `emojax.generate(..., intervention=Intervention.add(config, layer, steer[c]))` per
+    condition (steering on prompt and generated tokens), but the prompt prefill of layers
+    `0..layer-1` runs once for all conditions: its keys/values and `resid[layer]` are shared,
+    and each condition prefills only layers `layer..L-1` before its cached decoding steps.
+    Conditions are folded into the batch axis (one additive entry per condition, picked per
+    row by the position weights), so every matmul sees C x N rows.
+
+    Args:
+      params: model parameters.
+      config: static model config.
+      tokens: int [N, T] left-padded prompts.
+      mask: [N, T] attention mask.
+      steer: [C, D] vectors added to resid[layer] at every position.
+      layer: injection layer (static).
+      max_new_tokens: W (static).
+    """
+    n, t = tokens.shape
+    c, w = steer.shape[0], max_new_tokens
+    s, b = t + w, steer.shape[0] * tokens.shape[0]
+    mask = mask.astype(jnp.int32)
+    dtype = params.embed.dtype
+    shape = (config.num_layers, n, s, config.num_kv_heads, config.head_dim)
+    k_valid = jnp.concatenate([mask, jnp.ones((n, w), jnp.int32)], 1).astype(bool)
+    positions = default_positions(tokens, mask)
+    none = Intervention.none(config)
+    # Shared, unsteered prefill: every layer's prompt keys/values and the residual stream.
+    h0 = embed(params, config, tokens, positions)
+    _, resid, shared = run_layers(
+        params,
+        config,
+        h0,
+        positions=positions,
+        q_slots=jnp.arange(t),
+        k_valid=k_valid,
+        intervention=none,
+        weights=none.position_weights(n, t),
+        capture=True,
+        cache=(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)),
+        cache_slot=0,
+    )
+    # Conditions folded into the batch (row r = condition r // N, prompt r % N): one additive
+    # entry per condition at `layer`, selected per row by the position weights.
+    tile = lambda x, axis=0: jnp.concatenate([x] * c, axis=axis)
+    onehot = jnp.zeros((config.num_layers,), jnp.float32).at[layer].set(1.0)
+    iv = none.replace(
+        add_vectors=onehot[None, :, None] * steer.astype(jnp.float32)[:, None, :],
+        add_masks=jnp.ones((c, 1, 1)),
+        add_on_new=jnp.ones((c,)),
+    )
+    rows = (jnp.arange(b) // n)[None, :] == jnp.arange(c)[:, None]  # [C, B]
+    row_weights = rows.astype(jnp.float32)[:, :, None]
+    positions_b, k_valid_b = tile(positions), tile(k_valid)
+    h, _, upper = run_layers(
+        params,
+        config,
+        tile(resid[layer]),
+        positions=positions_b,
+        q_slots=jnp.arange(t),
+        k_valid=k_valid_b,
+        intervention=iv,
+        weights=jnp.broadcast_to(row_weights, (c, b, t)),
+        start_layer=layer,
+        capture=False,
+        cache=tuple(tile(x, 1) for x in shared),
+        cache_slot=0,
+    )
+    # Layers below `layer` keep the shared prompt cache; the rest take each condition's.
+    cache = tuple(tile(x, 1).at[layer:].set(u) for x, u in zip(shared, upper, strict=True))
+    first = jnp.argmax(unembed(params, config, h[:, -1]), axis=-1).astype(jnp.int32)
+
+    def step(carry, i):
+        token, position, cache = carry
+        slot = t + i
+        x = embed(params, config, token[:, None], position[:, None])
+        x, _, cache = run_layers(
+            params,
+            config,
+            x,
+            positions=position[:, None],
+            q_slots=slot[None],
+            k_valid=k_valid_b,
+            intervention=iv,
+            weights=row_weights,
+            capture=False,
+            cache=cache,
+            cache_slot=slot,
+        )
+        nxt = jnp.argmax(unembed(params, config, x[:, -1]), axis=-1).astype(jnp.int32)
+        return (nxt, position + 1, cache), nxt
+
+    carry = (first, positions_b[:, -1] + 1, cache)
+    _, rest = jax.lax.scan(step, carry, jnp.arange(w - 1))
+    out = jnp.concatenate([first[:, None], rest.T], axis=1)
+    return out.reshape(c, n, w)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _base_pass(params, config, tokens, mask, refusal):
+    out = forward(
+        params,
+        config,
+        tokens,
+        attention_mask=mask,
+        logit_positions=jnp.full((tokens.shape[0], 1), tokens.shape[1] - 1, jnp.int32),
+    )
+    return out.resid, ro.refusal_score(out.logits[:, 0], refusal)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _base_neutral(params, config, tokens, mask):
+    out = forward(params, config, tokens, attention_mask=mask)
+    return out.resid, out.logits[:, -1], ro.token_nll(out.logits, tokens, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results.
+
+
+@dataclasses.dataclass
+class SweepResults:
+    """Per-prompt readouts of a sweep, the metadata to read them, and the summary metrics.
+
+    `arrays` (all saved to `readouts.npz`):
+      grid_<r> [A, I, K, N] for r in refusal_score, refused, harmful_compliance,
+        over_refusal, apology, hedging, warmth, length (behaviour/style NaN where no
+        generation ran); grid_projection [A, I, K, N, J] (in norm units of the readout
+        layer); grid_kl, grid_nll_delta [A, I, K, M]; grid_tokens int32 [A, I, K, N, W]
+        (-1 where no generation ran).
+      joint_<r> [A, P, K', K', N or M ...]: the same readouts on the joint grid.
+      base_<r> [N] unsteered readouts (refusal_score, behaviour, style, projection [N, J],
+        tokens [N, W]); base_nll [M]; harmful bool [N]; vector_cosine [A, I', I'] cosines
+        of the named steering directions at each sweep layer.
+    `meta`: vector_names (named first, then random_XX), num_named, concepts (readout columns
+      J), layers, coefs, joint_pairs, joint_coefs, kinds, readout_layer, config.
+    `summary`: metrics (see `summarize`).
+    """
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def save(self, workdir: str) -> None:
+        res.save_arrays(os.path.join(workdir, "readouts.npz"), self.arrays)
+        res.write_json(os.path.join(workdir, "sweep_meta.json"), self.meta)
+        res.write_json(os.path.join(workdir, "summary.json"), self.summary)
+
+    @classmethod
+    def load(cls, workdir: str) -> SweepResults:
+        with open(os.path.join(workdir, "sweep_meta.json")) as f:
+            meta = json.load(f)
+        summary = {}
+        path = os.path.join(workdir, "summary.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                summary = json.load(f)
+        return cls(res.load_arrays(os.path.join(workdir, "readouts.npz")), meta, summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep.
+
+
+def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
+
+
+def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[0] == size:
+        return x
+    pad = np.zeros((size - x.shape[0], *x.shape[1:]), x.dtype)
+    return np.concatenate([x, pad], axis=0)
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _blocked(fn: Callable, n: int, block: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Applies fn to prompt blocks of fixed size (last block padded), concatenating on axis 1."""
+    outs = []
+    for sl in _blocks(n, block):
+        args = [_pad_rows(a[sl], block) if a is not None else None for a in arrays]
+        out = fn(*args)
+        outs.append([np.asarray(o)[:, : sl.stop - sl.start] for o in out])
+    return [np.concatenate(parts, axis=1) for parts in zip(*outs, strict=True)]
+
+
+def run_sweep(
+    model: Any,
+    vectors: Any,
+    prompts: SweepPrompts,
+    config: Any = None,
+    workdir: str | None = None,
+    *,
+    refusal_ids: Sequence[int] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> SweepResults:
+    """Runs a steering sweep and its metrics on one model.
+
+    Args:
+      model: an `emojax.Model` (config, params, tokenizer), or a checkpoint directory.
+      vectors: a `VectorSet` (unit `vectors [C, L, D]`, `layer_norms [L]`, `concepts`).
+      prompts: the tokenised evaluation and neutral prompts (`SweepPrompts`).
+      config: sweep settings (dict or ConfigDict; see `default_config`).
+      workdir: where chunks (`chunks/`), `readouts.npz`, `sweep_meta.json` and
+        `summary.json` go; None keeps everything in memory (no resumption).
+      refusal_ids: refusal-start token ids; default from the tokenizer
+        (`readouts.refusal_token_ids`).
+      progress: called after each chunk with (conditions done, total, seconds elapsed).
+
+    Returns:
+      `SweepResults` with per-prompt readouts, metadata and `summary` metrics.
+    """
+    if isinstance(model, str | os.PathLike):
+        from emojax.loading import load_model
+
+        model = load_model(os.fspath(model))
+    cfg = _resolve_config(config)
+    mcfg, params, tok = model.config, model.params, model.tokenizer
+    vecs = SteeringVectors.build(vectors, cfg["vectors"], cfg["num_random"], cfg["seed"])
+    layers = resolve_layers(cfg["layers"], mcfg.num_layers)
+    readout_layer = cfg["readout_layer"] % (mcfg.num_layers + 1)
+    dir_layer = min(readout_layer, vecs.vectors.shape[1] - 1)
+    named = vecs.names[: vecs.num_named]
+    pairs = [
+        (named.index(c), named.index(e))
+        for c in cfg["joint_controls"]
+        for e in cfg["joint_emotions"]
+        if c in named and e in named
+    ]
+    cond = build_conditions(
+        layers,
+        len(vecs.names),
+        vecs.num_named,
+        cfg["coefs"],
+        pairs,
+        cfg["joint_coefs"],
+        cfg["generate_random"],
+    )
+    steer_all = steering_matrix(cond, vecs)
+    if refusal_ids is None:
+        refusal_ids = ro.refusal_token_ids(tok)
+    refusal = ro.refusal_mask(np.asarray(refusal_ids), mcfg.vocab_size)
+    read_dirs = jnp.asarray(vecs.vectors[: vecs.num_named, dir_layer] / vecs.layer_norms[dir_layer])
+    eos = tuple(mcfg.eos_token_id) or ((tok.eos_token_id,) if tok is not None else ())
+
+    spec = {
+        "config": cfg,
+        "prompts": prompts.fingerprint(),
+        "vectors": res.fingerprint([vecs.names, vecs.vectors, vecs.layer_norms]),
+        "params": res.fingerprint(
+            [np.asarray(x.reshape(-1)[:64]) for x in jax.tree.leaves(params)]
+        ),
+        "refusal_ids": list(map(int, refusal_ids)),
+        "model": repr(mcfg),
+    }
+    store = None
+    if workdir is not None:
+        store = res.ChunkStore(os.path.join(workdir, "chunks"), res.fingerprint(spec))
+
+    tokens, mask = jnp.asarray(prompts.tokens), jnp.asarray(prompts.mask)
+    ntokens, nmask = jnp.asarray(prompts.neutral_tokens), jnp.asarray(prompts.neutral_mask)
+    n, t = prompts.tokens.shape
+    m, tn = prompts.neutral_tokens.shape
+    w = cfg["max_new_tokens"]
+
+    # Unsteered pass: resid[l] for prefix reuse and the baseline readouts.
+    timing, t_start = {}, time.perf_counter()
+    resid, base_score = _base_pass(params, mcfg, tokens, mask, refusal)
+    nresid, base_last, base_nll = _base_neutral(params, mcfg, ntokens, nmask)
+    base_proj = np.asarray(
+        jnp.einsum("nd,jd->nj", resid[readout_layer][:, -1].astype(jnp.float32), read_dirs)
+    )
+    h_eval = {layer: resid[layer] for layer in layers}
+    h_neutral = {layer: nresid[layer] for layer in layers}
+    del resid, nresid
+    timing["base_s"] = time.perf_counter() - t_start
+
+    # Chunk sizes from the memory budget (fixed per layer, so shapes never change).
+    total = len(cond.layer)
+    done, t0 = 0, time.perf_counter()
+    chunk_out: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    for layer in layers:
+        readout = readout_layer - layer if readout_layer > layer else None
+        rows_e = rows_for_budget(
+            prefill_row_bytes(mcfg, t, layer, 1, readout is not None), cfg["memory_mb"]
+        )
+        rows_n = rows_for_budget(prefill_row_bytes(mcfg, tn, layer, tn, False), cfg["memory_mb"])
+        rows_g = rows_for_budget(generate_row_bytes(mcfg, t, w), cfg["memory_mb"])
+        for gen_flag in (True, False):
+            idx = np.nonzero((cond.layer == layer) & (cond.generate == gen_flag))[0]
+            if not len(idx):
+                continue
+            # A chunk holds `size` conditions; each program splits prompts into blocks when
+            # even one condition's rows exceed the budget.
+            size = max(1, min(rows_e // n, rows_n // m, rows_g // n))
+            size = min(size, len(idx))
+            blk_e, blk_n, blk_g = (
+                max(1, min(x // size, k)) for x, k in ((rows_e, n), (rows_n, m), (rows_g, n))
+            )
+            for ci, chunk in enumerate(_chunks(idx, size)):
+                key = f"l{layer:03d}_{'gen' if gen_flag else 'pre'}_{ci:05d}"
+                if store is not None and store.has(key):
+                    out = store.load(key)
+                else:
+                    steer = jnp.asarray(_pad_rows(steer_all[chunk], size))
+                    out = _run_chunk(
+                        params,
+                        mcfg,
+                        layer,
+                        readout,
+                        steer,
+                        gen_flag,
+                        (tokens, mask, h_eval[layer]),
+                        (ntokens, nmask, h_neutral[layer]),
+                        refusal,
+                        read_dirs,
+                        base_last,
+                        base_nll,
+                        w,
+                        (blk_e, blk_n, blk_g),
+                    )
+                    out = {k: v[: len(chunk)] for k, v in out.items()}
+                    if store is not None:
+                        store.save(key, out)
+                chunk_out.append((chunk, out))
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total, time.perf_counter() - t0)
+
+    timing["chunks_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    flat = _assemble_flat(chunk_out, total, n, m, w, len(named))
+    results = _to_grids(
+        flat,
+        cond,
+        prompts,
+        tok,
+        eos,
+        layers,
+        vecs,
+        cfg,
+        pairs,
+        readout_layer,
+        base_score,
+        base_proj,
+        base_nll,
+    )
+    timing["readouts_s"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    results.summary = summarize(results)
+    timing["summary_s"] = time.perf_counter() - t1
+    timing["total_s"] = time.perf_counter() - t_start
+    results.meta["timing_s"] = timing
+    results.meta["num_conditions"] = total
+    if workdir is not None:
+        results.save(workdir)
+    return results
+
+
+def _run_chunk(
+    params,
+    mcfg,
+    layer,
+    readout,
+    steer,
+    gen_flag,
+    eval_in,
+    neutral_in,
+    refusal,
+    read_dirs,
+    base_last,
+    base_nll,
+    w,
+    blocks,
+) -> dict[str, np.ndarray]:
+    tokens, mask, h = eval_in
+    ntokens, nmask, nh = neutral_in
+    blk_e, blk_n, blk_g = blocks
+    n, m = tokens.shape[0], ntokens.shape[0]
+    score, proj = _blocked(
+        lambda tk, mk, hh: steered_eval(
+            params,
+            mcfg,
+            tk,
+            mk,
+            hh,
+            steer,
+            refusal,
+            read_dirs,
+            start_layer=layer,
+            readout=readout,
+        ),
+        n,
+        blk_e,
+        tokens,
+        mask,
+        h,
+    )
+    kl, nll = _blocked(
+        lambda tk, mk, hh, bl, bn: steered_neutral(
+            params, mcfg, tk, mk, hh, steer, bl, bn, start_layer=layer
+        ),
+        m,
+        blk_n,
+        ntokens,
+        nmask,
+        nh,
+        base_last,
+        base_nll,
+    )
+    out = {"refusal_score": score, "projection": proj, "kl": kl, "nll_delta": nll}
+    if gen_flag:
+        (ids,) = _blocked(
+            lambda tk, mk: (
+                steered_generate(params, mcfg, tk, mk, steer, layer=layer, max_new_tokens=w),
+            ),
+            n,
+            blk_g,
+            tokens,
+            mask,
+        )
+        out["tokens"] = ids.astype(np.int32)
+    return out
+
+
+def _assemble_flat(chunk_out, total, n, m, w, j) -> dict[str, np.ndarray]:
+    flat = {
+        "refusal_score": np.full((total, n), np.nan, np.float32),
+        "projection": np.full((total, n, j), np.nan, np.float32),
+        "kl": np.full((total, m), np.nan, np.float32),
+        "nll_delta": np.full((total, m), np.nan, np.float32),
+        "tokens": np.full((total, n, w), -1, np.int32),
+    }
+    for idx, out in chunk_out:
+        for k, v in out.items():
+            flat[k][idx] = v
+    return flat
+
+
+def _text_readouts(tokenizer, ids: np.ndarray, eos, harmful: np.ndarray) -> dict[str, np.ndarray]:
+    """Behaviour and style readouts of generated ids [R, N, W] -> each [R, N] float.
+
+    Steered responses repeat a lot (greedy decoding, small models), so each distinct
+    response (cut at eos) is decoded and classified once.
+    """
+    r, n, w = ids.shape
+    flat = ids.reshape(r * n, w).copy()
+    is_eos = np.isin(flat, np.asarray(eos, flat.dtype)) if len(eos) else np.zeros_like(flat, bool)
+    after = np.cumsum(is_eos, axis=1) > 0
+    flat[after] = -1  # everything from the first eos on
+    uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows = [[int(x) for x in row if x >= 0] for row in uniq]
+    texts = list(tokenizer.batch_decode(rows, skip_special_tokens=True))
+    refused = np.array([ro.classify_response(t) for t in texts], bool)[inverse].reshape(r, n)
+    harm = np.broadcast_to(np.asarray(harmful, bool), (r, n))
+    out = {
+        "refused": refused.astype(np.float32),
+        "harmful_compliance": (harm & ~refused).astype(np.float32),
+        "over_refusal": (~harm & refused).astype(np.float32),
+    }
+    sty = ro.style_rates(texts)
+    out.update({k: sty[k][inverse].reshape(r, n) for k in STYLE_KEYS})
+    return out
+
+
+def _to_grids(
+    flat,
+    cond,
+    prompts,
+    tok,
+    eos,
+    layers,
+    vecs,
+    cfg,
+    pairs,
+    readout_layer,
+    base_score,
+    base_proj,
+    base_nll,
+) -> SweepResults:
+    n = prompts.num_prompts
+    gen = cond.generate
+    text = {k: np.full((len(gen), n), np.nan, np.float32) for k in BEHAVIOUR_KEYS + STYLE_KEYS}
+    if gen.any():
+        for k, v in _text_readouts(tok, flat["tokens"][gen], eos, prompts.harmful).items():
+            text[k][gen] = v
+    per_cond = {**flat, **text}
+    a, i, k = len(layers), len(vecs.names), len(cfg["coefs"])
+    p, kj = len(pairs), len(cfg["joint_coefs"])
+    arrays = {}
+    g = cond.grid_index[:, 0] >= 0
+    order_g = np.lexsort(tuple(cond.grid_index[g].T[::-1]))
+    jn = cond.joint_index[:, 0] >= 0
+    order_j = np.lexsort(tuple(cond.joint_index[jn].T[::-1]))
+    for name, v in per_cond.items():
+        arrays[f"grid_{name}"] = v[g][order_g].reshape(a, i, k, *v.shape[1:])
+        if p:
+            arrays[f"joint_{name}"] = v[jn][order_j].reshape(a, p, kj, kj, *v.shape[1:])
+    base = int(np.nonzero(cond.is_base)[0][0])
+    arrays.update({f"base_{k}": text[k][base] for k in BEHAVIOUR_KEYS + STYLE_KEYS})
+    base_tokens = flat["tokens"][base]
+    arrays["base_refusal_score"] = np.asarray(base_score)
+    arrays["base_projection"] = base_proj
+    arrays["base_nll"] = np.asarray(base_nll)
+    arrays["base_tokens"] = base_tokens.astype(np.int32)
+    arrays["harmful"] = prompts.harmful
+    named_v = vecs.vectors[: vecs.num_named]
+    arrays["vector_cosine"] = np.stack(
+        [modularity.cosine_matrix(named_v[:, l], named_v[:, l]) for l in layers]
+    ).astype(np.float32)
+    named = vecs.names[: vecs.num_named]
+    meta = {
+        "vector_names": list(vecs.names),
+        "num_named": vecs.num_named,
+        "concepts": list(named),
+        "layers": list(layers),
+        "coefs": list(cfg["coefs"]),
+        "joint_pairs": [[named[c], named[e]] for c, e in pairs],
+        "joint_coefs": list(cfg["joint_coefs"]),
+        "kinds": list(prompts.kinds),
+        "prompt_ids": list(prompts.ids),
+        "readout_layer": int(readout_layer),
+        "readout_direction_layer": int(min(readout_layer, vecs.vectors.shape[1] - 1)),
+        "layer_norms": vecs.layer_norms.tolist(),
+        "config": cfg,
+    }
+    return SweepResults(arrays, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics over a sweep's readouts.
+
+
+def summarize(results: SweepResults) -> dict[str, Any]:
+    """Steerability (with random null), modularity and Δ_steer for every sweep layer.
+
+    Returns, per layer (key = layer index as a string):
+      steerability[vector][readout]: slope, slope_std, slope_iqr, anti_steerable_fraction,
+        ci [lo, hi], null_z, null_p, for readouts refusal_score (all prompts),
+        harmful_compliance (harmful prompts), over_refusal (benign prompts) and failure
+        (either, all prompts);
+      null[readout]: mean and std of the random directions' slopes;
+      cross_steering: matrix [I_named, J], selectivity [I_named],
+        offtarget_kl_per_unit_effect [I_named], cosine [I_named, I_named] between the
+        steering directions at the layer (emotions vs controls), rows/cols names;
+      style_vs_safety[vector]; delta_steer[emotion][kappa]: delta, lo, hi, best_controls,
+        best_with_emotion.
+    """
+    arr, meta = results.arrays, results.meta
+    cfg = meta["config"]
+    coefs = np.asarray(meta["coefs"], np.float64)
+    names = meta["vector_names"]
+    num_named = meta["num_named"]
+    concepts = meta["concepts"]
+    harmful = np.asarray(arr["harmful"], bool)
+    seed, nboot = cfg["seed"], cfg["num_bootstrap"]
+    out: dict[str, Any] = {}
+    for a, layer in enumerate(meta["layers"]):
+        readouts = {
+            "refusal_score": arr["grid_refusal_score"][a],
+            "harmful_compliance": arr["grid_harmful_compliance"][a][..., harmful],
+            "over_refusal": arr["grid_over_refusal"][a][..., ~harmful],
+            "failure": np.fmax(arr["grid_harmful_compliance"][a], arr["grid_over_refusal"][a]),
+        }
+        steer: dict[str, Any] = {nm: {} for nm in names[:num_named]}
+        null: dict[str, Any] = {}
+        for rname, y in readouts.items():
+            if y.shape[-1] == 0:
+                continue
+            rand = y[num_named:]
+            rand = rand[~np.isnan(rand).any(axis=(1, 2))] if len(rand) else rand
+            null_slopes = (
+                influence.random_null_slopes(coefs, rand) if len(rand) >= 2 else np.zeros(0)
+            )
+            null[rname] = {
+                "mean": float(null_slopes.mean()) if null_slopes.size else float("nan"),
+                "std": float(null_slopes.std(ddof=1)) if null_slopes.size > 1 else float("nan"),
+                "slopes": null_slopes.tolist(),
+            }
+            for i in range(num_named):
+                if np.isnan(y[i]).any():
+                    continue
+                st = influence.steerability(coefs, y[i])
+                est, lo, hi = influence.slope_interval(coefs, y[i], num=nboot, seed=seed)
+                entry = {k: v for k, v in st.items() if k != "per_prompt"}
+                entry["ci"] = [lo, hi]
+                if null_slopes.size >= 2:
+                    cmp = influence.null_comparison(np.asarray(st["slope"]), null_slopes)
+                    entry["null_z"], entry["null_p"] = float(cmp["z"]), float(cmp["p"])
+                steer[names[i]][rname] = entry
+        proj = arr["grid_projection"][a][:num_named]  # [I, K, N, J]
+        matrix = modularity.cross_steering_matrix(coefs, proj)
+        own = [concepts.index(nm) for nm in names[:num_named]]
+        target = np.stack([proj[i, ..., own[i]] for i in range(num_named)])
+        cross = {
+            "rows": names[:num_named],
+            "cols": concepts,
+            "matrix": matrix.tolist(),
+            "selectivity": modularity.selectivity(matrix, own).tolist(),
+            "offtarget_kl_per_unit_effect": modularity.offtarget_kl_per_unit_effect(
+                coefs, arr["grid_kl"][a][:num_named], target
+            ).tolist(),
+            "cosine": arr["vector_cosine"][a].tolist() if "vector_cosine" in arr else None,
+        }
+        style = {}
+        failure = readouts["failure"]
+        for i in range(num_named):
+            sty = np.stack([arr[f"grid_{k}"][a][i] for k in ("apology", "hedging", "warmth")])
+            if not np.isnan(sty).any() and not np.isnan(failure[i]).any():
+                style[names[i]] = influence.style_vs_safety_ratio(coefs, sty, failure[i])
+        delta = _delta_steer(arr, meta, a, nboot, seed)
+        out[str(layer)] = {
+            "steerability": steer,
+            "null": null,
+            "cross_steering": cross,
+            "style_vs_safety": style,
+            "delta_steer": delta,
+        }
+    return out
+
+
+def _delta_steer(arr, meta, a, nboot, seed) -> dict[str, Any]:
+    if "joint_harmful_compliance" not in arr:
+        return {}
+    pairs = meta["joint_pairs"]
+    jc = np.asarray(meta["joint_coefs"])
+    zero_b = np.isclose(jc, 0.0)
+    fail = np.fmax(arr["joint_harmful_compliance"][a], arr["joint_over_refusal"][a])  # [P,K,K,N]
+    kl = arr["joint_kl"][a]  # [P, K, K, M]
+    out: dict[str, Any] = {}
+    for emotion in sorted({e for _, e in pairs}):
+        sel = [p for p, (_, e) in enumerate(pairs) if e == emotion]
+        f = fail[sel].reshape(-1, fail.shape[-1])
+        k = kl[sel].reshape(-1, kl.shape[-1])
+        ctrl = np.broadcast_to(zero_b[None, None, :], fail[sel].shape[:3]).reshape(-1)
+        out[emotion] = {}
+        for kappa in meta["config"]["kappas"]:
+            d = incremental.incremental_steering_value(f, k, ctrl, kappa, num=nboot, seed=seed)
+            out[emotion][str(kappa)] = {key: v for key, v in d.items() if key != "samples"}
+    return out
