@@ -105,7 +105,8 @@ def plot_curves(
         if break_index is not None:
             ax.axvline(break_index, color="firebrick", linestyle="--", label="break point")
         _axis(ax, labels, xlabel)
-        if panel in logy:
+        values = np.concatenate([np.asarray(b["est"], float) for b in curves.values()])
+        if panel in logy and np.nanmax(values, initial=0.0) > 0:
             ax.set_yscale("log")
         ax.set_title(panel)
         ax.set_ylabel(panel)
