@@ -87,17 +87,23 @@ def decoder_layer(
       mask: boolean attention mask broadcastable to [B, G, R, T, S].
       ablate_dirs: [R, D] unit directions projected out of this layer's writes.
       ablate_w: [R] 1 where direction r is ablated at this layer.
-      kv: for cached decoding, (key cache [B, S, G, K], value cache, write slot) to update.
+      kv: for cached decoding, (key cache [L, B, S, G, K], value cache, this layer's index,
+        write slot): this layer's keys and values are written in place at `slot`.
 
     Returns:
-      The layer output [B, T, D] and the (key, value) it attended over.
+      The layer output [B, T, D] and the (updated) caches, or (k, v) of this layer.
     """
     x = nn.norm(lp.attn_norm, h, config)
     q, k, v = nn.project_qkv(lp, config, x, cos, sin)
     if kv is not None:
-        k_cache, v_cache, slot = kv
-        k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), slot, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), slot, axis=1)
+        # The whole [L, ...] cache is a loop carry: writing only the new slots of this layer
+        # keeps the update in place (a per-layer cache as scan xs/ys is copied every step).
+        k_all, v_all, index, slot = kv
+        at = (index, 0, slot, 0, 0)
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
+        k = jax.lax.dynamic_index_in_dim(k_all, index, 0, keepdims=False)
+        v = jax.lax.dynamic_index_in_dim(v_all, index, 0, keepdims=False)
     attn = nn.attend(lp, config, q, k, v, mask)
     if lp.post_attn_norm is not None:
         attn = nn.norm(lp.post_attn_norm, attn, config)
@@ -107,7 +113,7 @@ def decoder_layer(
     if lp.post_mlp_norm is not None:
         out = nn.norm(lp.post_mlp_norm, out, config)
     h = h + ablate(out, ablate_dirs, ablate_w)
-    return h, (k, v)
+    return h, ((k_all, v_all) if kv is not None else (k, v))
 
 
 def run_layers(
@@ -138,12 +144,13 @@ def run_layers(
       weights: [A, B, T] position weights of the additive entries for these tokens.
       start_layer: first layer (static).
       capture: also return every layer's input.
-      cache: (keys, values) [L, B, S, G, K] to write at `cache_slot` and attend over.
+      cache: (keys, values) [L, B, S, G, K] to write at `cache_slot` and attend over; only
+        layers `start_layer..L-1` are written.
       cache_slot: slot where these tokens' keys and values are written.
 
     Returns:
       (output of the last layer [B, T, D], inputs of each layer [L', B, T, D] or None,
-      updated cache or None).
+      the updated full [L, ...] cache or None).
     """
     cos, sin = nn.rope_tables(config, positions, h.dtype)
     k_slots = jnp.arange(k_valid.shape[1])
@@ -151,8 +158,7 @@ def run_layers(
     sliding_flags = jnp.asarray(config.sliding_layers or (False,) * config.num_layers)
     iv = intervention
 
-    def body(h, xs):
-        lp, layer_slices, is_sliding, kv = xs
+    def layer(h, lp, layer_slices, is_sliding, kv):
         h = apply_at_input(iv, h, layer_slices, weights)
         out, new_kv = decoder_layer(
             lp,
@@ -163,13 +169,29 @@ def run_layers(
             mask=jnp.where(is_sliding, sliding, full),
             ablate_dirs=iv.ablate_dirs,
             ablate_w=layer_slices[1],
-            kv=None if kv is None else (*kv, cache_slot),
+            kv=kv,
         )
-        return out, (h if capture else None, new_kv if kv is not None else None)
+        return h, out, new_kv
 
-    xs = slice_layers((params.layers, iv.per_layer(), sliding_flags, cache), start_layer)
-    h, (captured, new_cache) = jax.lax.scan(body, h, xs)
-    return h, captured, new_cache
+    xs = slice_layers((params.layers, iv.per_layer(), sliding_flags), start_layer)
+    if cache is None:
+
+        def body(h, xs):
+            h_in, out, _ = layer(h, *xs, None)
+            return out, (h_in if capture else None)
+
+        h, captured = jax.lax.scan(body, h, xs)
+        return h, captured, None
+
+    def cached_body(carry, xs):
+        h, k_all, v_all = carry
+        *layer_xs, index = xs
+        h_in, out, (k_all, v_all) = layer(h, *layer_xs, (k_all, v_all, index, cache_slot))
+        return (out, k_all, v_all), (h_in if capture else None)
+
+    indices = jnp.arange(start_layer, config.num_layers)
+    (h, k_all, v_all), captured = jax.lax.scan(cached_body, (h, *cache), (*xs, indices))
+    return h, captured, (k_all, v_all)
 
 
 def slice_layers(tree, start: int):

@@ -549,8 +549,8 @@ def steered_generate(
         cache=tuple(tile(x, 1) for x in shared),
         cache_slot=0,
     )
-    # Layers below `layer` keep the shared prompt cache; the rest take each condition's.
-    cache = tuple(tile(x, 1).at[layer:].set(u) for x, u in zip(shared, upper, strict=True))
+    # Layers below `layer` keep the shared prompt cache; the rest hold each condition's.
+    cache = upper
     first = jnp.argmax(unembed(params, config, h[:, -1]), axis=-1).astype(jnp.int32)
 
     def step(carry, i):
