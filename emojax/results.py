@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import platform
@@ -92,19 +93,21 @@ class ChunkStore:
     """
 
     def __init__(self, directory: str, spec_fingerprint: str):
+        from emojax import sharding  # multi-host: process 0 owns the files
+
         self.directory = directory
-        os.makedirs(directory, exist_ok=True)
+        if sharding.is_writer():
+            os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, _FINGERPRINT)
-        if os.path.exists(path):
-            with open(path) as f:
-                stored = json.load(f)["fingerprint"]
+        if sharding.writer_exists(path):
+            stored = json.loads(sharding.read_on_writer(path))["fingerprint"]
             if stored != spec_fingerprint:
                 raise ValueError(
                     f"chunk store {directory} holds a different computation "
                     f"(fingerprint {stored}, this run {spec_fingerprint}); use a new workdir "
                     "or delete the chunks directory"
                 )
-        else:
+        elif sharding.is_writer():
             write_json(path, {"fingerprint": spec_fingerprint})
         self.fingerprint = spec_fingerprint
 
@@ -114,15 +117,28 @@ class ChunkStore:
         return os.path.join(self.directory, f"{key}.npz")
 
     def has(self, key: str) -> bool:
-        return os.path.exists(self._path(key))
+        """Whether the chunk exists (on process 0; every process gets the same answer)."""
+        from emojax import sharding
+
+        return sharding.writer_exists(self._path(key))
 
     def save(self, key: str, arrays: Mapping[str, Any]) -> None:
-        save_arrays(self._path(key), arrays)
+        """Writes the chunk atomically (process 0 only)."""
+        from emojax import sharding
+
+        if sharding.is_writer():
+            save_arrays(self._path(key), arrays)
 
     def load(self, key: str) -> dict[str, np.ndarray]:
-        return load_arrays(self._path(key))
+        """Reads the chunk (process 0's file, broadcast to every process)."""
+        from emojax import sharding
+
+        data = sharding.read_on_writer(self._path(key))
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
     def keys(self) -> list[str]:
+        """Keys of the stored chunks (meaningful on process 0)."""
         return sorted(
             f[: -len(".npz")]
             for f in os.listdir(self.directory)

@@ -27,9 +27,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import extract, results
+from emojax import extract, pipeline, results, sharding
 from emojax.config import ModelConfig
-from emojax.loading import load_model
 from emojax.metrics import stability
 from emojax.params import count_params, init_params
 from emojax.report import write_csv
@@ -83,7 +82,7 @@ def plot_stability(path: str, report: dict, title: str) -> None:
 
 def run_model(name: str, path: str, cfg, workdir: str, rng) -> tuple[extract.Extraction, dict]:
     e, d = cfg.extract, cfg.data
-    model = load_model(path, dtype=getattr(jnp, cfg.dtype))
+    model = pipeline.load_point_model(path, cfg)
     params, config = model.params, model.config
     if _RANDOM.value:  # the tokenizer and template of `path`, random weights of another shape
         config = ModelConfig.from_hf_dict({**config.to_hf_dict(), **json.loads(_RANDOM.value)})
@@ -186,6 +185,7 @@ def summary_markdown(runs: dict) -> str:
 def main(argv):
     del argv
     cfg = _CONFIG.value
+    sharding.maybe_initialize_distributed(cfg.mesh.distributed)  # before any device use
     workdir = _WORKDIR.value or os.path.join(
         "runs", "extract-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )

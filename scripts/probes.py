@@ -29,12 +29,11 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import pipeline, probes, results
+from emojax import pipeline, probes, results, sharding
 from emojax.report import write_csv
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
@@ -147,11 +146,10 @@ def monitor_kwargs(cfg) -> dict:
 
 
 def run_model(name: str, path: str, cfg, workdir: str, reference: dict | None) -> dict:
-    from emojax.loading import load_model
 
     p, out = cfg.probes, os.path.join(workdir, name)
     os.makedirs(out, exist_ok=True)
-    model = load_model(path, dtype=getattr(jnp, cfg.dtype))
+    model = pipeline.load_point_model(path, cfg)
     vectors = load_vectors(_VECTORS.value, model, cfg)
     prompts = eval_prompts(model.tokenizer, cfg)
     t0 = time.perf_counter()
@@ -260,6 +258,7 @@ def summary_markdown(rows: list[dict]) -> str:
 def main(argv):
     del argv
     cfg = _CONFIG.value
+    sharding.maybe_initialize_distributed(cfg.mesh.distributed)  # before any device use
     workdir = _WORKDIR.value or os.path.join("runs", time.strftime("probes-%Y%m%d-%H%M%S"))
     os.makedirs(workdir, exist_ok=True)
     models = resolve_models(_MODEL.value, cfg)

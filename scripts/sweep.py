@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import results, sweep
+from emojax import pipeline, results, sharding, sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
 _MODEL = flags.DEFINE_string("model", "instruct", "zoo name or checkpoint directory.")
@@ -228,12 +228,12 @@ def report(res: sweep.SweepResults, title: str) -> str:
 def main(argv):
     del argv
     cfg = _CONFIG.value
+    sharding.maybe_initialize_distributed(cfg.mesh.distributed)  # before any device use
     workdir = _WORKDIR.value or os.path.join("runs", time.strftime("sweep-%Y%m%d-%H%M%S"))
     os.makedirs(workdir, exist_ok=True)
-    from emojax.loading import load_model
 
     path = resolve_model(_MODEL.value, cfg)
-    model = load_model(path)
+    model = pipeline.load_point_model(path, cfg)
     vectors = load_vectors(_VECTORS.value, model, cfg)
     prompts = prompts_for(model, cfg)
     results.write_json(

@@ -312,6 +312,16 @@ def multihost_main(process_id: int, tmp: str, port: int) -> None:
     np.testing.assert_array_equal(
         np.load(io.BytesIO(sh.read_on_writer(os.path.join(out, "logits.npy")))), logits
     )
+    # The resumable chunk store: every process agrees on what exists, only process 0 writes,
+    # every process reads process 0's chunk.
+    from emojax.results import ChunkStore
+
+    store = ChunkStore(os.path.join(tmp, "chunks"), "spec-1")
+    assert not store.has("c0")
+    store.save("c0", {"logits": logits})
+    sh.sync("chunk saved")
+    assert store.has("c0")
+    np.testing.assert_array_equal(store.load("c0")["logits"], logits)
     with open(os.path.join(tmp, f"process{process_id}.json"), "w") as f:
         json.dump({"local_bytes": sum(
             s.data.nbytes for x in jax.tree.leaves(params) for s in x.addressable_shards
@@ -370,6 +380,7 @@ def test_multihost_two_processes(mesh_report):
     got = np.load(os.path.join(tmp, "multihost", "logits.npy"))
     np.testing.assert_allclose(got, ref, rtol=0, atol=TOL * max(1.0, np.abs(ref).max()))
     assert sorted(os.listdir(os.path.join(tmp, "multihost"))) == ["logits.npy"]
+    assert sorted(os.listdir(os.path.join(tmp, "chunks"))) == ["c0.npz", "fingerprint.json"]
     layout = mesh_report["meshes"]["(4, 2)"]["layout"]
     for i in range(2):
         with open(os.path.join(tmp, f"process{i}.json")) as f:
