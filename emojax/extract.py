@@ -945,3 +945,18 @@ def extract_model(
         if m in methods
     }
     return Extraction(vector_sets, captured, stats, refusal, time.perf_counter() - t0)
+
+
+def load_or_extract_vectors(path: str, model, cfg, method: str):
+    """The VectorSet saved at `path` (orbax directory or .safetensors export), or, when `path`
+    is empty, `method`'s vectors extracted now with the run config's `data`/`extract` sections.
+    """
+    from emojax.vectors import VectorSet
+
+    if path:
+        if os.path.exists(os.path.join(path, "metadata.json")):
+            return VectorSet.load(path)
+        return VectorSet.load_safetensors(path)
+    kwargs = {**config_kwargs(cfg), "methods": (method,)}
+    ex = extract_model(model.params, model.config, model.tokenizer, **kwargs)
+    return ex.vector_sets[method]

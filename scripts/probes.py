@@ -54,29 +54,9 @@ def resolve_models(spec: str, cfg) -> dict[str, str]:
 
 def load_vectors(path: str, model, cfg):
     """The VectorSet at `path`, or extracted now with the config's extract settings."""
-    from emojax.vectors import VectorSet
+    from emojax.extract import load_or_extract_vectors
 
-    if path:
-        if os.path.exists(os.path.join(path, "metadata.json")):
-            return VectorSet.load(path)
-        return VectorSet.load_safetensors(path)
-    from emojax import extract
-
-    e = cfg.extract
-    ex = extract.extract_model(
-        model.params,
-        model.config,
-        model.tokenizer,
-        concepts=tuple(cfg.data.emotions) + tuple(cfg.data.controls),
-        methods=(cfg.probes.method,),
-        max_pairs=cfg.data.max_pairs or None,
-        neutral_prompts=e.neutral_prompts,
-        refusal_prompts=e.refusal_prompts,
-        positions=dict(e.positions),
-        batch_size=e.batch_size,
-        buckets=tuple(e.buckets),
-    )
-    return ex.vector_sets[cfg.probes.method]
+    return load_or_extract_vectors(path, model, cfg, cfg.probes.method)
 
 
 def eval_prompts(tokenizer, cfg):

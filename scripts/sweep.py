@@ -49,28 +49,9 @@ def resolve_model(spec: str, cfg) -> str:
 
 def load_vectors(path: str, model, cfg):
     """The VectorSet at `path`, or extracted now with the config's extract settings."""
-    from emojax.vectors import VectorSet
+    from emojax.extract import load_or_extract_vectors
 
-    if path:
-        if os.path.exists(os.path.join(path, "metadata.json")):
-            return VectorSet.load(path)
-        return VectorSet.load_safetensors(path)
-    from emojax import extract
-
-    e = cfg.extract
-    ex = extract.extract_model(
-        model.params,
-        model.config,
-        model.tokenizer,
-        methods=(cfg.sweep.method,),
-        max_pairs=cfg.data.max_pairs or None,
-        neutral_prompts=e.neutral_prompts,
-        refusal_prompts=e.refusal_prompts,
-        positions=dict(e.positions),
-        batch_size=e.batch_size,
-        buckets=tuple(e.buckets),
-    )
-    return ex.vector_sets[cfg.sweep.method]
+    return load_or_extract_vectors(path, model, cfg, cfg.sweep.method)
 
 
 def sweep_settings(cfg) -> dict:
