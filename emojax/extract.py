@@ -545,6 +545,10 @@ def capture(
     if norms:
         acc = acc.replace(layer_norms=jnp.nanmedian(jnp.concatenate(norms, axis=1), axis=1))
     jax.block_until_ready(acc)
+    from emojax.stats import require_finite
+
+    require_finite(acc.sums, "captured residual activations (concept sums)")
+    require_finite(acc.neutral_mean, "captured residual activations (neutral text)")
     stats = CaptureStats(
         num_prompts=len(rows),
         num_batches=len(batches),

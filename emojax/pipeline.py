@@ -32,6 +32,7 @@ from emojax.loading import Model, load_model
 from emojax.metrics import incremental, stability
 from emojax.model import forward
 from emojax.report import write_csv, write_outputs
+from emojax.stats import require_finite
 
 Array = jax.Array
 
@@ -266,6 +267,7 @@ def unsteered_behaviour(model: Model, prompts, cfg) -> dict[str, Any]:
         texts += ro.decode_responses(tok, np.asarray(ids)[:k, t:], eos)
     labels = ro.behaviour_labels(texts, prompts.harmful)
     labels["failure"] = labels["harmful_compliance"] | labels["over_refusal"]
+    require_finite(np.concatenate(acts), f"last-token activations of {model.path or 'model'}")
     return {"acts": np.concatenate(acts), "policy_logit": np.concatenate(logit), "texts": texts,
             **labels}  # fmt: skip
 

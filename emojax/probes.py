@@ -436,6 +436,8 @@ def build_feature_sets(
     missing = [k for k in names if k not in directions]
     if missing:
         raise KeyError(f"missing directions {missing}; have {sorted(directions)}")
+    stats.require_finite(acts, "probe activations")
+    stats.require_finite(policy_logit, "policy logit (refusal score)")
     proj = project(acts, jnp.stack([jnp.asarray(directions[k]) for k in names]))
     projections = {k: proj[..., i] for i, k in enumerate(names)}
     residual = residual_components(acts, residual_dims) if residual_dims > 0 else None

@@ -223,3 +223,20 @@ def paired_bootstrap(
       Interval(estimate, lo, hi), estimate on the full sample.
     """
     return bootstrap(rng, (per_item_a, per_item_b), lambda ab: stat_fn(*ab), num, level)
+
+
+def require_finite(x, what: str):
+    """Returns `x` as a NumPy array, or raises FloatingPointError naming `what` and where.
+
+    Activations, features or readouts with NaN/inf (a diverged checkpoint, a bf16 overflow)
+    would otherwise flow silently into means, probes and bootstrap intervals.
+    """
+    arr = np.asarray(x)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise FloatingPointError(
+            f"{what}: {int(bad.sum())} of {arr.size} values are NaN or infinite "
+            f"(first at index {first}); check the checkpoint and dtype"
+        )
+    return arr

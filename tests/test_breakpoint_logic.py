@@ -103,3 +103,19 @@ def test_diagnostics_flags():
     )  # fmt: skip
     assert not any(d.values())
     assert dataclasses.asdict(bp.DiagnosticThresholds())["style_ratio"] == 1.0
+
+
+def test_nan_activations_raise_a_clear_error():
+    """NaNs in a checkpoint surface as an error naming the activations, not as NaN results."""
+    from emojax import extract, probes
+
+    config = _config()
+    params = emojax.init_params(config, jax.random.PRNGKey(0))
+    params = params.replace(embed=params.embed.at[5].set(jnp.nan))
+    sets = [extract.ContrastSet("concern", [[1, 5, 7]], [[1, 6, 7]], paired=True)]
+    with pytest.raises(FloatingPointError, match="captured residual activations"):
+        extract.capture(params, config, sets, [[1, 2, 3]], batch_size=2, buckets=(8,))
+    acts = np.ones((4, 2, 32), np.float32)
+    acts[2, 1, 3] = np.nan
+    with pytest.raises(FloatingPointError, match=r"probe activations: 1 of .*index \(2, 1, 3\)"):
+        probes.build_feature_sets(acts, {}, np.zeros(4), controls=(), emotions=())
