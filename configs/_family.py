@@ -5,18 +5,15 @@ or a weight dial between its base and tuned checkpoints. Every other section sta
 configs/zoo.py and is scaled up for real models.
 """
 
-import importlib.util
 import os
+import runpy
 
 import ml_collections
 
 
 def _zoo_config(arg: str) -> ml_collections.ConfigDict:
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo.py")
-    spec = importlib.util.spec_from_file_location("emojax_configs_zoo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return runpy.run_path(path)["get_config"](arg)
 
 
 def family_config(

@@ -15,19 +15,15 @@ Examples:
       --config.breakpoint.labels='("base","instruct","safety")'
 """
 
-import importlib.util
 import os
+import runpy
 
-_spec = importlib.util.spec_from_file_location(
-    "emojax_configs_family", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_family.py")
-)
-_family = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_family)
+_family = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_family.py"))
 
 
 def get_config(arg: str = ""):
     """arg: "" (model list axis), "dial" (weight-dial axis), "smoke" (tiny); comma-joined."""
-    return _family.family_config(
+    return _family["family_config"](
         name="Llama 3.1 8B",
         models=["meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct"],
         labels=["base", "instruct"],

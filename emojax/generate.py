@@ -89,11 +89,62 @@ def generate(
     )
     rng, key = jax.random.split(rng)
     first = _pick(unembed(params, config, h[:, -1]), temperature, key)
-    new_weights = iv.position_weights(b, 1, new_tokens=True)
+    new = decode_tokens(
+        params,
+        config,
+        first,
+        positions[:, -1] + 1,
+        cache,
+        k_valid=k_valid,
+        intervention=iv,
+        weights=iv.position_weights(b, 1, new_tokens=True),
+        start_slot=t,
+        num_steps=max_new_tokens - 1,
+        pick=lambda logits, key: _pick(logits, temperature, key),
+        rng=rng,
+    )
+    return jnp.concatenate([tokens, new], axis=1)
+
+
+def decode_tokens(
+    params: Params,
+    config: ModelConfig,
+    first: Array,
+    position: Array,
+    cache: tuple[Array, Array],
+    *,
+    k_valid: Array,
+    intervention: Intervention,
+    weights: Array,
+    start_slot: int,
+    num_steps: int,
+    pick,
+    rng: Array | None = None,
+) -> Array:
+    """Cached decoding after a prefill: `first` [B] then `num_steps` more tokens.
+
+    Args:
+      params: model parameters.
+      config: the static model config.
+      first: int32 [B] the token chosen after the prompt (written at `start_slot`).
+      position: [B] its position id.
+      cache: (keys, values) [L, B, S, G, K] holding the prompt.
+      k_valid: [B, S] real-token mask over cache slots.
+      intervention: applied at every step.
+      weights: [A, B, 1] position weights of the additive entries for new tokens.
+      start_slot: cache slot of `first`.
+      num_steps: tokens to generate after `first` (static).
+      pick: (logits [B, V], key) -> int32 [B].
+      rng: PRNG key passed to `pick` (split per step).
+
+    Returns:
+      int32 [B, 1 + num_steps]: `first` and the generated tokens.
+    """
+    rng = jax.random.PRNGKey(0) if rng is None else rng
 
     def step(carry, i):
         token, position, cache, rng = carry
-        slot = t + i
+        slot = start_slot + i
         x = embed(params, config, token[:, None], position[:, None])
         x, _, cache = run_layers(
             params,
@@ -102,17 +153,16 @@ def generate(
             positions=position[:, None],
             q_slots=slot[None],
             k_valid=k_valid,
-            intervention=iv,
-            weights=new_weights,
+            intervention=intervention,
+            weights=weights,
             capture=False,
             cache=cache,
             cache_slot=slot,
         )
         rng, key = jax.random.split(rng)
-        nxt = _pick(unembed(params, config, x[:, -1]), temperature, key)
+        nxt = pick(unembed(params, config, x[:, -1]), key)
         return (nxt, position + 1, cache, rng), nxt
 
-    carry = (first, positions[:, -1] + 1, cache, rng)
-    _, rest = jax.lax.scan(step, carry, jnp.arange(max_new_tokens - 1))
-    new = jnp.concatenate([first[:, None], rest.T], axis=1)
-    return jnp.concatenate([tokens, new], axis=1)
+    carry = (first, position, cache, rng)
+    _, rest = jax.lax.scan(step, carry, jnp.arange(num_steps))
+    return jnp.concatenate([first[:, None], rest.T], axis=1)

@@ -45,6 +45,7 @@ import numpy as np
 from emojax import readouts as ro
 from emojax import results as res
 from emojax.config import ModelConfig
+from emojax.generate import decode_tokens
 from emojax.interventions import Intervention
 from emojax.metrics import incremental, influence, modularity
 from emojax.model import default_positions, embed, forward, run_layers, unembed
@@ -553,29 +554,20 @@ def steered_generate(
     cache = upper
     first = jnp.argmax(unembed(params, config, h[:, -1]), axis=-1).astype(jnp.int32)
 
-    def step(carry, i):
-        token, position, cache = carry
-        slot = t + i
-        x = embed(params, config, token[:, None], position[:, None])
-        x, _, cache = run_layers(
-            params,
-            config,
-            x,
-            positions=position[:, None],
-            q_slots=slot[None],
-            k_valid=k_valid_b,
-            intervention=iv,
-            weights=row_weights,
-            capture=False,
-            cache=cache,
-            cache_slot=slot,
-        )
-        nxt = jnp.argmax(unembed(params, config, x[:, -1]), axis=-1).astype(jnp.int32)
-        return (nxt, position + 1, cache), nxt
-
-    carry = (first, positions_b[:, -1] + 1, cache)
-    _, rest = jax.lax.scan(step, carry, jnp.arange(w - 1))
-    out = jnp.concatenate([first[:, None], rest.T], axis=1)
+    greedy = lambda logits, key: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    out = decode_tokens(
+        params,
+        config,
+        first,
+        positions_b[:, -1] + 1,
+        cache,
+        k_valid=k_valid_b,
+        intervention=iv,
+        weights=row_weights,
+        start_slot=t,
+        num_steps=w - 1,
+        pick=greedy,
+    )
     return out.reshape(c, n, w)
 
 
