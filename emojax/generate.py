@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from emojax.config import ModelConfig
 from emojax.interventions import Intervention
-from emojax.model import default_positions, embed, run_layers, unembed
+from emojax.model import default_positions, embed, init_cache, run_layers, unembed
 from emojax.params import Params
 
 Array = jax.Array
@@ -68,8 +68,7 @@ def generate(
     rng = jax.random.PRNGKey(0) if rng is None else rng
     temperature = jnp.asarray(temperature, jnp.float32)
     dtype = params.embed.dtype
-    shape = (config.num_layers, b, s, config.num_kv_heads, config.head_dim)
-    cache = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    cache = init_cache(config, b, s, dtype)
     k_valid = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), jnp.int32)], 1).astype(bool)
 
     positions = default_positions(tokens, mask)
@@ -86,6 +85,7 @@ def generate(
         capture=False,
         cache=cache,
         cache_slot=0,
+        out_index=jnp.full((b, 1), t - 1),
     )
     rng, key = jax.random.split(rng)
     first = _pick(unembed(params, config, h[:, -1]), temperature, key)
@@ -128,7 +128,7 @@ def decode_tokens(
       config: the static model config.
       first: int32 [B] the token chosen after the prompt (written at `start_slot`).
       position: [B] its position id.
-      cache: (keys, values) [L, B, S, G, K] holding the prompt.
+      cache: (keys, values) [L, B, G, S, K] holding the prompt.
       k_valid: [B, S] real-token mask over cache slots.
       intervention: applied at every step.
       weights: [A, B, 1] position weights of the additive entries for new tokens.

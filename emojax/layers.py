@@ -110,32 +110,53 @@ def dense(x: Array, w: Array, in_dims: int = 1) -> Array:
     return y.reshape(*lead, *out)
 
 
-def project_qkv(lp, config: ModelConfig, x: Array, cos: Array, sin: Array):
-    """Query [B,T,H,K], key and value [B,T,G,K] for one layer's slice of LayerParams."""
+def project_q(lp, config: ModelConfig, x: Array, cos: Array, sin: Array) -> Array:
+    """Queries [B, T, H, K] of x [B, T, D] for one layer's slice of LayerParams."""
     q = dense(x, lp.wq)  # btd,dhk->bthk
+    if lp.bq is not None:
+        q = q + lp.bq
+    if lp.q_norm is not None:
+        q = norm(lp.q_norm, q, config)
+    if config.positional == "rope":
+        q = apply_rope(q, cos, sin)
+    return q
+
+
+def project_kv(lp, config: ModelConfig, x: Array, cos: Array, sin: Array) -> tuple[Array, Array]:
+    """Keys and values [B, G, T, K] (head-major, the KV-cache layout) of x [B, T, D]."""
     k = dense(x, lp.wk)  # btd,dgk->btgk
     v = dense(x, lp.wv)
-    if lp.bq is not None:
-        q, k, v = q + lp.bq, k + lp.bk, v + lp.bv
-    if lp.q_norm is not None:
-        q, k = norm(lp.q_norm, q, config), norm(lp.k_norm, k, config)
+    if lp.bk is not None:
+        k, v = k + lp.bk, v + lp.bv
+    if lp.k_norm is not None:
+        k = norm(lp.k_norm, k, config)
     if config.positional == "rope":
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    return q, k, v
+        k = apply_rope(k, cos, sin)
+    return k.swapaxes(1, 2), v.swapaxes(1, 2)
 
 
 def attend(lp, config: ModelConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """Grouped-query attention and output projection; returns the write [B, T, D]."""
+    """Grouped-query attention and output projection; returns the write [B, T, D].
+
+    Args:
+      lp: this layer's parameters (output projection).
+      config: the model config.
+      q: queries [B, T, H, K].
+      k: keys [B, G, S, K], head-major (the KV-cache layout: each (b, g) block of keys is
+        contiguous, so cached decoding reads the cache without a transposing copy).
+      v: values [B, G, S, K].
+      mask: boolean, broadcastable to [B, G, R, T, S].
+    """
     b, t, h, kd = q.shape
-    g = k.shape[2]
+    g = k.shape[1]
     q = q.reshape(b, t, g, h // g, kd)
-    scores = jnp.einsum("btgrk,bsgk->bgrts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btgrk,bgsk->bgrts", q, k, preferred_element_type=jnp.float32)
     scores = scores * config.query_scale
     if config.attn_softcap is not None:
         scores = jnp.tanh(scores / config.attn_softcap) * config.attn_softcap
     scores = jnp.where(mask, scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bgrts,bsgk->btgrk", probs, v).reshape(b, t, h, kd)
+    out = jnp.einsum("bgrts,bgsk->btgrk", probs, v).reshape(b, t, h, kd)
     out = dense(out, lp.wo, in_dims=2)  # bthk,hkd->btd
     if lp.bo is not None:
         out = out + lp.bo

@@ -74,7 +74,8 @@ def decoder_layer(
     mask: Array,
     ablate_dirs: Array,
     ablate_w: Array,
-    kv: tuple[Array, Array, Array] | None = None,
+    kv: tuple[Array, Array, Array, Array] | None = None,
+    out_index: Array | None = None,
 ) -> tuple[Array, tuple[Array, Array]]:
     """One pre-norm decoder layer on h [B, T, D] (one layer's slice of LayerParams).
 
@@ -87,23 +88,33 @@ def decoder_layer(
       mask: boolean attention mask broadcastable to [B, G, R, T, S].
       ablate_dirs: [R, D] unit directions projected out of this layer's writes.
       ablate_w: [R] 1 where direction r is ablated at this layer.
-      kv: for cached decoding, (key cache [L, B, S, G, K], value cache, this layer's index,
+      kv: for cached decoding, (key cache [L, B, G, S, K], value cache, this layer's index,
         write slot): this layer's keys and values are written in place at `slot`.
+      out_index: int [B, P]: compute the output only at these positions (queries, attention,
+        MLP); keys and values still cover all T positions.
 
     Returns:
-      The layer output [B, T, D] and the (updated) caches, or (k, v) of this layer.
+      The layer output [B, T, D] ([B, P, D] with `out_index`) and the (updated) caches, or
+      (k, v) [B, G, T, K] of this layer.
     """
     x = nn.norm(lp.attn_norm, h, config)
-    q, k, v = nn.project_qkv(lp, config, x, cos, sin)
+    k, v = nn.project_kv(lp, config, x, cos, sin)
     if kv is not None:
         # The whole [L, ...] cache is a loop carry: writing only the new slots of this layer
         # keeps the update in place (a per-layer cache as scan xs/ys is copied every step).
         k_all, v_all, index, slot = kv
-        at = (index, 0, slot, 0, 0)
+        at = (index, 0, 0, slot, 0)
         k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
         v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
         k = jax.lax.dynamic_index_in_dim(k_all, index, 0, keepdims=False)
         v = jax.lax.dynamic_index_in_dim(v_all, index, 0, keepdims=False)
+    if out_index is not None:
+        take = lambda a, axis=1: jnp.take_along_axis(
+            a, jnp.expand_dims(out_index, tuple(range(2, a.ndim))), axis=axis
+        )
+        h, x, cos, sin = take(h), take(x), take(cos), take(sin)
+        mask = jnp.take_along_axis(mask, out_index[:, None, None, :, None], axis=3)
+    q = nn.project_q(lp, config, x, cos, sin)
     attn = nn.attend(lp, config, q, k, v, mask)
     if lp.post_attn_norm is not None:
         attn = nn.norm(lp.post_attn_norm, attn, config)
@@ -127,11 +138,13 @@ def run_layers(
     intervention: Intervention,
     weights: Array,
     start_layer: int = 0,
+    end_layer: int | None = None,
     capture: bool = True,
     cache: tuple[Array, Array] | None = None,
     cache_slot: Array | int = 0,
+    out_index: Array | None = None,
 ) -> tuple[Array, Array | None, tuple[Array, Array] | None]:
-    """Scans layers `start_layer..L-1` over h [B, T, D].
+    """Scans layers `start_layer..end_layer-1` over h [B, T, D].
 
     Args:
       params: model parameters.
@@ -143,22 +156,27 @@ def run_layers(
       intervention: the intervention.
       weights: [A, B, T] position weights of the additive entries for these tokens.
       start_layer: first layer (static).
+      end_layer: one past the last layer (static); None = L.
       capture: also return every layer's input.
-      cache: (keys, values) [L, B, S, G, K] to write at `cache_slot` and attend over; only
-        layers `start_layer..L-1` are written.
+      cache: (keys, values) [L, B, G, S, K] (see `init_cache`) to write at `cache_slot` and
+        attend over; only layers `start_layer..end_layer-1` are written.
       cache_slot: slot where these tokens' keys and values are written.
+      out_index: int [B, P]: positions whose output is needed. The last layer then computes
+        queries, attention and MLP there only (its keys and values, the cache and every
+        captured input still cover all T positions); the output is [B, P, D].
 
     Returns:
-      (output of the last layer [B, T, D], inputs of each layer [L', B, T, D] or None,
-      the updated full [L, ...] cache or None).
+      (output of the last layer [B, T, D] or [B, P, D], inputs of each layer [L', B, T, D]
+      or None, the updated full [L, ...] cache or None).
     """
+    end_layer = config.num_layers if end_layer is None else end_layer
     cos, sin = nn.rope_tables(config, positions, h.dtype)
     k_slots = jnp.arange(k_valid.shape[1])
     full, sliding = nn.attention_mask(q_slots, k_slots, k_valid, config.sliding_window)
     sliding_flags = jnp.asarray(config.sliding_layers or (False,) * config.num_layers)
     iv = intervention
 
-    def layer(h, lp, layer_slices, is_sliding, kv):
+    def layer(h, kv, lp, layer_slices, is_sliding, index, out_index=None):
         h = apply_at_input(iv, h, layer_slices, weights)
         out, new_kv = decoder_layer(
             lp,
@@ -169,34 +187,39 @@ def run_layers(
             mask=jnp.where(is_sliding, sliding, full),
             ablate_dirs=iv.ablate_dirs,
             ablate_w=layer_slices[1],
-            kv=kv,
+            kv=None if kv is None else (*kv, index, cache_slot),
+            out_index=out_index,
         )
-        return h, out, new_kv
+        return h, out, (new_kv if kv is not None else None)
 
-    xs = slice_layers((params.layers, iv.per_layer(), sliding_flags), start_layer)
-    if cache is None:
+    # Layers are read by index from the stacked leaves: slicing the stack to
+    # [start_layer:end_layer] first would copy those layers' weights on every call.
+    tree = (params.layers, iv.per_layer(), sliding_flags)
+    at = lambda i: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), tree)
+    last = end_layer - 1 if out_index is not None and end_layer > start_layer else None
+    scanned = jnp.arange(start_layer, end_layer if last is None else last)
 
-        def body(h, xs):
-            h_in, out, _ = layer(h, *xs, None)
-            return out, (h_in if capture else None)
+    def body(carry, index):
+        h, kv = carry
+        h_in, out, kv = layer(h, kv, *at(index), index)
+        return (out, kv), (h_in if capture else None)
 
-        h, captured = jax.lax.scan(body, h, xs)
-        return h, captured, None
-
-    def cached_body(carry, xs):
-        h, k_all, v_all = carry
-        *layer_xs, index = xs
-        h_in, out, (k_all, v_all) = layer(h, *layer_xs, (k_all, v_all, index, cache_slot))
-        return (out, k_all, v_all), (h_in if capture else None)
-
-    indices = jnp.arange(start_layer, config.num_layers)
-    (h, k_all, v_all), captured = jax.lax.scan(cached_body, (h, *cache), (*xs, indices))
-    return h, captured, (k_all, v_all)
+    (h, cache), captured = jax.lax.scan(body, (h, cache), scanned)
+    if last is not None:  # the last layer on its own, with queries at out_index only
+        h_in, h, cache = layer(h, cache, *at(last), last, out_index)
+        if capture:
+            captured = jnp.concatenate([captured, h_in[None]], axis=0)
+    return h, captured, cache
 
 
-def slice_layers(tree, start: int):
-    """Leaves [L, ...] -> [L - start, ...]."""
-    return jax.tree.map(lambda x: x[start:], tree)
+def init_cache(config: ModelConfig, batch: int, length: int, dtype) -> tuple[Array, Array]:
+    """An empty KV cache: zero keys and values [L, B, G, S, K] for `length` slots.
+
+    Head-major (G before S) so that each layer's keys for one row and head are contiguous:
+    a decoding step's attention reads them in place.
+    """
+    shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "start_layer", "return_logits", "capture"))
@@ -249,24 +272,28 @@ def forward(
         h = resid.astype(params.embed.dtype)
     iv = Intervention.none(config) if intervention is None else intervention
 
-    slots = jnp.arange(t)
+    if logit_positions is not None:
+        logit_positions = logit_positions.astype(jnp.int32)
+    # Without capture, only the logit positions of the last layer's output are needed.
+    trim = logit_positions is not None and not capture and start_layer < config.num_layers
     h, captured, _ = run_layers(
         params,
         config,
         h,
         positions=positions,
-        q_slots=slots,
+        q_slots=jnp.arange(t),
         k_valid=valid,
         intervention=iv,
         weights=iv.position_weights(b, t),
         start_layer=start_layer,
         capture=capture,
+        out_index=logit_positions if trim else None,
     )
     resid_out = jnp.concatenate([captured, h[None]], axis=0) if capture else None
     logits = None
     if return_logits:
-        if logit_positions is not None:
-            h = jnp.take_along_axis(h, logit_positions[..., None].astype(jnp.int32), axis=1)
+        if logit_positions is not None and not trim:
+            h = jnp.take_along_axis(h, logit_positions[..., None], axis=1)
         logits = unembed(params, config, h)
     return Output(logits=logits, resid=resid_out)
 

@@ -48,7 +48,7 @@ from emojax.config import ModelConfig
 from emojax.generate import decode_tokens
 from emojax.interventions import Intervention
 from emojax.metrics import incremental, influence, modularity
-from emojax.model import default_positions, embed, forward, run_layers, unembed
+from emojax.model import default_positions, embed, forward, init_cache, run_layers, unembed
 from emojax.params import Params
 
 Array = jax.Array
@@ -424,21 +424,29 @@ def steered_eval(
     """
     c, (n, t, d) = steer.shape[0], h.shape
     x = (h[None] + steer[:, None, None, :].astype(h.dtype)).reshape(c * n, t, d)
-    out = forward(
+    mask = jnp.tile(mask, (c, 1))
+    none = Intervention.none(config)
+    # Only the last position of the output is read: the last layer computes it alone, and
+    # the residual is captured only when the readout lies below the output.
+    upper = config.num_layers - start_layer
+    out, captured, _ = run_layers(
         params,
         config,
-        jnp.tile(tokens, (c, 1)),
-        attention_mask=jnp.tile(mask, (c, 1)),
+        x.astype(params.embed.dtype),
+        positions=default_positions(tokens, mask),
+        q_slots=jnp.arange(t),
+        k_valid=mask.astype(bool),
+        intervention=none,
+        weights=none.position_weights(c * n, t),
         start_layer=start_layer,
-        resid=x,
-        logit_positions=jnp.full((c * n, 1), t - 1, jnp.int32),
-        capture=readout is not None,
+        capture=readout is not None and readout < upper,
+        out_index=jnp.full((c * n, 1), t - 1),
     )
-    score = ro.refusal_score(out.logits[:, 0], refusal).reshape(c, n)
+    score = ro.refusal_score(unembed(params, config, out[:, -1]), refusal).reshape(c, n)
     if readout is None:
         return score, jnp.zeros((c, n, read_dirs.shape[0]), jnp.float32)
-    last = out.resid[readout][:, -1].astype(jnp.float32)  # [C*N, D]
-    proj = jnp.einsum("bd,jd->bj", last, read_dirs).reshape(c, n, -1)
+    last = out[:, -1] if readout == upper else captured[readout][:, -1]  # [C*N, D]
+    proj = jnp.einsum("bd,jd->bj", last.astype(jnp.float32), read_dirs).reshape(c, n, -1)
     return score, proj
 
 
@@ -505,13 +513,12 @@ def steered_generate(
     s, b = t + w, steer.shape[0] * tokens.shape[0]
     mask = mask.astype(jnp.int32)
     dtype = params.embed.dtype
-    shape = (config.num_layers, n, s, config.num_kv_heads, config.head_dim)
     k_valid = jnp.concatenate([mask, jnp.ones((n, w), jnp.int32)], 1).astype(bool)
     positions = default_positions(tokens, mask)
     none = Intervention.none(config)
-    # Shared, unsteered prefill: every layer's prompt keys/values and the residual stream.
+    # Shared, unsteered prefill of layers 0..layer-1: their prompt keys/values and resid[layer].
     h0 = embed(params, config, tokens, positions)
-    _, resid, shared = run_layers(
+    resid, _, shared = run_layers(
         params,
         config,
         h0,
@@ -520,8 +527,9 @@ def steered_generate(
         k_valid=k_valid,
         intervention=none,
         weights=none.position_weights(n, t),
-        capture=True,
-        cache=(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)),
+        end_layer=layer,
+        capture=False,
+        cache=init_cache(config, n, s, dtype),
         cache_slot=0,
     )
     # Conditions folded into the batch (row r = condition r // N, prompt r % N): one additive
@@ -539,7 +547,7 @@ def steered_generate(
     h, _, upper = run_layers(
         params,
         config,
-        tile(resid[layer]),
+        tile(resid),
         positions=positions_b,
         q_slots=jnp.arange(t),
         k_valid=k_valid_b,
@@ -549,6 +557,7 @@ def steered_generate(
         capture=False,
         cache=tuple(tile(x, 1) for x in shared),
         cache_slot=0,
+        out_index=jnp.full((b, 1), t - 1),
     )
     # Layers below `layer` keep the shared prompt cache; the rest hold each condition's.
     cache = upper

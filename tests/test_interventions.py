@@ -22,6 +22,7 @@ from conftest import (
     hf_run,
     hooks,
     jit_forward,
+    left_pad_mask,
     random_tokens,
     random_unit,
     steered,
@@ -310,3 +311,38 @@ def test_logit_positions_and_optional_outputs(llama):
 
     bare = jit_forward()(params, cfg, tokens, return_logits=False, capture=False)
     assert bare.logits is None and bare.resid is None
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma2", "gpt2"])
+def test_last_layer_at_logit_positions_only(checkpoints, family):
+    """Without capture, the last layer computes only the logit positions: the same logits.
+
+    Covers left padding, sliding windows (gemma2: window 5 < T), query/key norms (qwen3),
+    learned positions (gpt2), interventions, and prefix reuse that runs the last layer alone.
+    """
+    ck = checkpoints(family)
+    params, cfg = ck.params, ck.config
+    tokens = _tokens(seed=11)
+    mask = jnp.asarray(left_pad_mask(B, T, [0, 3]))
+    last = cfg.num_layers - 1
+    iv = emojax.Intervention.add(cfg, 0, 2.0 * random_unit(cfg.d_model, 0))  # below `last`
+    iv = iv + emojax.Intervention.ablate(cfg, random_unit(cfg.d_model, 1))
+    where = jnp.asarray([[T - 1, 0], [5, T - 1]], jnp.int32)
+    kw = dict(attention_mask=mask, intervention=iv)
+    full = jit_forward()(params, cfg, tokens, **kw)
+    expected = np.take_along_axis(np.asarray(full.logits), np.asarray(where)[..., None], 1)
+
+    trimmed = jit_forward()(params, cfg, tokens, logit_positions=where, capture=False, **kw)
+    assert trimmed.logits.shape == (B, 2, cfg.vocab_size)
+    _close(trimmed.logits, expected, what="all layers")
+    alone = jit_forward()(
+        params,
+        cfg,
+        tokens,
+        start_layer=last,
+        resid=full.resid[last],
+        logit_positions=where,
+        capture=False,
+        **kw,
+    )
+    _close(alone.logits, expected, what="last layer alone")
