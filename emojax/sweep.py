@@ -443,11 +443,7 @@ def steered_eval(
         out_index=jnp.full((c * n, 1), t - 1),
     )
     score = ro.refusal_score(unembed(params, config, out[:, -1]), refusal).reshape(c, n)
-    if readout is None:
-        return score, jnp.zeros((c, n, read_dirs.shape[0]), jnp.float32)
-    last = out[:, -1] if readout == upper else captured[readout][:, -1]  # [C*N, D]
-    proj = jnp.einsum("bd,jd->bj", last.astype(jnp.float32), read_dirs).reshape(c, n, -1)
-    return score, proj
+    return score, _projections(out[:, -1], captured, readout, upper, read_dirs, c, n)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "start_layer"))
@@ -508,6 +504,66 @@ def steered_generate(
       layer: injection layer (static).
       max_new_tokens: W (static).
     """
+    return _steered_decode(
+        params, config, tokens, mask, steer, layer=layer, max_new_tokens=max_new_tokens
+    )[0]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "layer", "max_new_tokens", "readout"))
+def steered_generate_and_eval(
+    params: Params,
+    config: ModelConfig,
+    tokens: Array,
+    mask: Array,
+    steer: Array,
+    refusal: Array,
+    read_dirs: Array,
+    *,
+    layer: int,
+    max_new_tokens: int,
+    readout: int | None,
+) -> tuple[Array, Array, Array]:
+    """`steered_generate` and the `steered_eval` readouts of the same steered prefill.
+
+    The prefill that generation needs anyway yields the refusal score at the first response
+    position and the readout projections, so a sweep that generates does not run that
+    prefill a second time.
+
+    Returns:
+      (tokens int32 [C, N, W], refusal scores [C, N], projections [C, N, J]) with the
+      arguments and readouts of `steered_eval` and `steered_generate`.
+    """
+    c, n = steer.shape[0], tokens.shape[0]
+    upper = config.num_layers - layer
+    ids, logits, last, captured = _steered_decode(
+        params,
+        config,
+        tokens,
+        mask,
+        steer,
+        layer=layer,
+        max_new_tokens=max_new_tokens,
+        capture=readout is not None and readout < upper,
+    )
+    score = ro.refusal_score(logits, refusal).reshape(c, n)
+    return ids, score, _projections(last, captured, readout, upper, read_dirs, c, n)
+
+
+def _projections(last, captured, readout, upper, read_dirs, c, n) -> Array:
+    """Readout projections [C, N, J] at the last prompt position (zeros without readout).
+
+    `last` [C*N, D] is the output of the last layer there; `captured` holds the inputs of
+    layers start..L-1 (needed when the readout lies below the output).
+    """
+    if readout is None:
+        return jnp.zeros((c, n, read_dirs.shape[0]), jnp.float32)
+    x = last if readout == upper else captured[readout][:, -1]  # [C*N, D]
+    return jnp.einsum("bd,jd->bj", x.astype(jnp.float32), read_dirs).reshape(c, n, -1)
+
+
+def _steered_decode(params, config, tokens, mask, steer, *, layer, max_new_tokens, capture=False):
+    """`steered_generate`'s program; also returns the prefill's last-position logits [C*N, V],
+    the last layer's output there [C*N, D] and (with `capture`) the upper layers' inputs."""
     n, t = tokens.shape
     c, w = steer.shape[0], max_new_tokens
     s, b = t + w, steer.shape[0] * tokens.shape[0]
@@ -544,7 +600,7 @@ def steered_generate(
     rows = (jnp.arange(b) // n)[None, :] == jnp.arange(c)[:, None]  # [C, B]
     row_weights = rows.astype(jnp.float32)[:, :, None]
     positions_b, k_valid_b = tile(positions), tile(k_valid)
-    h, _, upper = run_layers(
+    h, captured, upper = run_layers(
         params,
         config,
         tile(resid),
@@ -554,14 +610,15 @@ def steered_generate(
         intervention=iv,
         weights=jnp.broadcast_to(row_weights, (c, b, t)),
         start_layer=layer,
-        capture=False,
+        capture=capture,
         cache=tuple(tile(x, 1) for x in shared),
         cache_slot=0,
         out_index=jnp.full((b, 1), t - 1),
     )
     # Layers below `layer` keep the shared prompt cache; the rest hold each condition's.
     cache = upper
-    first = jnp.argmax(unembed(params, config, h[:, -1]), axis=-1).astype(jnp.int32)
+    logits = unembed(params, config, h[:, -1])
+    first = jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
     greedy = lambda logits, key: jnp.argmax(logits, axis=-1).astype(jnp.int32)
     out = decode_tokens(
@@ -577,7 +634,7 @@ def steered_generate(
         num_steps=w - 1,
         pick=greedy,
     )
-    return out.reshape(c, n, w)
+    return out.reshape(c, n, w), logits, h[:, -1], captured
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -772,7 +829,10 @@ def run_sweep(
             prefill_row_bytes(mcfg, t, layer, 1, readout is not None), cfg["memory_mb"]
         )
         rows_n = rows_for_budget(prefill_row_bytes(mcfg, tn, layer, tn, False), cfg["memory_mb"])
-        rows_g = rows_for_budget(generate_row_bytes(mcfg, t, w), cfg["memory_mb"])
+        gen_bytes = generate_row_bytes(mcfg, t, w)
+        if readout is not None:  # generation also captures the prefill for the projections
+            gen_bytes += 4 * t * mcfg.d_model * (mcfg.num_layers - layer)
+        rows_g = rows_for_budget(gen_bytes, cfg["memory_mb"])
         for gen_flag in (True, False):
             idx = np.nonzero((cond.layer == layer) & (cond.generate == gen_flag))[0]
             if not len(idx):
@@ -864,25 +924,47 @@ def _run_chunk(
     ntokens, nmask, nh = neutral_in
     blk_e, blk_n, blk_g = blocks
     n, m = tokens.shape[0], ntokens.shape[0]
-    score, proj = _blocked(
-        lambda tk, mk, hh: steered_eval(
-            params,
-            mcfg,
-            tk,
-            mk,
-            hh,
-            steer,
-            refusal,
-            read_dirs,
-            start_layer=layer,
-            readout=readout,
-        ),
-        n,
-        blk_e,
-        tokens,
-        mask,
-        h,
-    )
+    out = {}
+    if gen_flag:  # one steered prefill serves the prefill readouts and generation
+        ids, score, proj = _blocked(
+            lambda tk, mk: steered_generate_and_eval(
+                params,
+                mcfg,
+                tk,
+                mk,
+                steer,
+                refusal,
+                read_dirs,
+                layer=layer,
+                max_new_tokens=w,
+                readout=readout,
+            ),
+            n,
+            blk_g,
+            tokens,
+            mask,
+        )
+        out["tokens"] = ids.astype(np.int32)
+    else:
+        score, proj = _blocked(
+            lambda tk, mk, hh: steered_eval(
+                params,
+                mcfg,
+                tk,
+                mk,
+                hh,
+                steer,
+                refusal,
+                read_dirs,
+                start_layer=layer,
+                readout=readout,
+            ),
+            n,
+            blk_e,
+            tokens,
+            mask,
+            h,
+        )
     kl, nll = _blocked(
         lambda tk, mk, hh, bl, bn: steered_neutral(
             params, mcfg, tk, mk, hh, steer, bl, bn, start_layer=layer
@@ -895,18 +977,7 @@ def _run_chunk(
         base_last,
         base_nll,
     )
-    out = {"refusal_score": score, "projection": proj, "kl": kl, "nll_delta": nll}
-    if gen_flag:
-        (ids,) = _blocked(
-            lambda tk, mk: (
-                steered_generate(params, mcfg, tk, mk, steer, layer=layer, max_new_tokens=w),
-            ),
-            n,
-            blk_g,
-            tokens,
-            mask,
-        )
-        out["tokens"] = ids.astype(np.int32)
+    out.update(refusal_score=score, projection=proj, kl=kl, nll_delta=nll)
     return out
 
 

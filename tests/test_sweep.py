@@ -215,6 +215,36 @@ def test_sweep_equals_loop_of_single_condition_forwards(setup, tmp_path):
     np.testing.assert_array_equal(loaded.arrays["grid_tokens"], result.arrays["grid_tokens"])
 
 
+@pytest.mark.parametrize("layer, readout", [(1, None), (1, 1), (1, 2), (0, 1)])
+def test_generation_with_prefill_readouts_equals_separate_programs(setup, layer, readout):
+    """One steered prefill gives generation and the refusal / projection readouts."""
+    model, vectors, prompts = setup
+    cfg, params = model.config, model.params
+    tokens, mask = jnp.asarray(prompts.tokens), jnp.asarray(prompts.mask)
+    refusal = ro.refusal_mask(ro.refusal_token_ids(model.tokenizer), cfg.vocab_size)
+    steer = jnp.asarray(2.0 * vectors.vectors[:3, layer])
+    read_dirs = jnp.asarray(vectors.vectors[:, -1])
+    ids, score, proj = sweep.steered_generate_and_eval(
+        params, cfg, tokens, mask, steer, refusal, read_dirs,
+        layer=layer, max_new_tokens=3, readout=readout,
+    )  # fmt: skip
+    resid = emojax.forward(params, cfg, tokens, attention_mask=mask).resid[layer]
+    score_e, proj_e = sweep.steered_eval(
+        params, cfg, tokens, mask, resid, steer, refusal, read_dirs,
+        start_layer=layer, readout=readout,
+    )  # fmt: skip
+    gen = sweep.steered_generate(params, cfg, tokens, mask, steer, layer=layer, max_new_tokens=3)
+    np.testing.assert_array_equal(ids, gen)
+    np.testing.assert_allclose(score, score_e, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(proj, proj_e, rtol=1e-4, atol=1e-4)
+    assert (np.abs(np.asarray(proj)).max() > 0) == (readout is not None)
+    if readout is not None:  # against the full forward of condition 0
+        iv = emojax.Intervention.add(cfg, layer, steer[0])
+        out = emojax.forward(params, cfg, tokens, attention_mask=mask, intervention=iv)
+        want = np.asarray(out.resid[layer + readout][:, -1]) @ np.asarray(read_dirs).T
+        np.testing.assert_allclose(proj[0], want, rtol=1e-4, atol=1e-4)
+
+
 def test_random_direction_null_has_mean_slope_near_zero(setup):
     model, vectors, prompts = setup
     cfg = dict(BIG, num_random=16, generate_random=False, joint_emotions=())
