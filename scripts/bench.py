@@ -14,7 +14,8 @@ LlamaForCausalLM loads the very same weights), with the same prompts and dtype, 
 (c) achieved FLOP/s of the forward pass against same-run matmuls of the model's shapes
     ([N*T, D] x [D, F] and x [D, V], the faster one: the roofline of this machine).
 
-Measurements are interleaved and repeated; the table reports medians (the CPU may be
+Measurements are interleaved and repeated; speedups are ratios of medians (best-of-reps
+ratios are reported too), overheads ratios of the fastest of many short runs (the CPU may be
 shared). Both implementations' readouts are compared for agreement.
 
 Examples:
@@ -50,7 +51,7 @@ flags.DEFINE_integer("num_vectors", 2, "Steering vectors.")
 flags.DEFINE_integer("num_coefs", 8, "Coefficients per vector (conditions = vectors x coefs).")
 flags.DEFINE_integer("new_tokens", 8, "Generated tokens per response.")
 flags.DEFINE_integer("layer", -1, "Injection layer (-1 = the middle layer).")
-flags.DEFINE_integer("reps", 3, "Repetitions of each measurement (median reported).")
+flags.DEFINE_integer("reps", 5, "Repetitions of each measurement (median reported).")
 flags.DEFINE_string("dtype", "float32", "float32 or bfloat16 (both implementations).")
 flags.DEFINE_integer("d_model", 512, "Model width (bigger configs for accelerators).")
 flags.DEFINE_integer("num_layers", 8, "Layers.")
@@ -357,8 +358,13 @@ def main(argv):
         results["generation_speedup_best_of_reps"] = (
             best_s["torch_generate"] / best_s["emojax_generate"]
         )
-    results["intervention_overhead"] = med["forward_iv"] / med["forward"] - 1.0
-    results["capture_overhead"] = med["forward_capture"] / med["forward"] - 1.0
+    # Overheads compare short forwards (3 x reps interleaved runs each): their fastest runs,
+    # since noise on a shared CPU only ever adds time; the median ratios are kept too.
+    best_fwd = results["best_s"]
+    results["intervention_overhead"] = best_fwd["forward_iv"] / best_fwd["forward"] - 1.0
+    results["capture_overhead"] = best_fwd["forward_capture"] / best_fwd["forward"] - 1.0
+    results["intervention_overhead_median"] = med["forward_iv"] / med["forward"] - 1.0
+    results["capture_overhead_median"] = med["forward_capture"] / med["forward"] - 1.0
     matmul_flops = max(
         2 * n * t * config.d_model * config.d_ff / min(times["matmul"]),
         2 * n * t * config.d_model * config.vocab_size / min(times["matmul_vocab"]),
@@ -413,17 +419,18 @@ def print_table(r: dict) -> None:
                 f"{r['generation_speedup_vs_torch_hooks']:.2f}x",
             )
         )
+    best = r["best_s"]  # overheads: fastest of the repeated short runs
     rows += [
-        ("forward, no intervention (s)", f"{med['forward']:.4f}", "", ""),
+        ("forward, no intervention (s, fastest)", f"{best['forward']:.4f}", "", ""),
         (
-            "forward + intervention (s)",
-            f"{med['forward_iv']:.4f}",
+            "forward + intervention (s, fastest)",
+            f"{best['forward_iv']:.4f}",
             "",
             f"{100 * r['intervention_overhead']:+.1f} %",
         ),
         (
-            "forward + capture all layers (s)",
-            f"{med['forward_capture']:.4f}",
+            "forward + capture all layers (s, fastest)",
+            f"{best['forward_capture']:.4f}",
             "",
             f"{100 * r['capture_overhead']:+.1f} %",
         ),
