@@ -248,7 +248,9 @@ def forward(
       intervention: steering / ablation / capping to apply, or None.
       start_layer: first layer to run (static); requires `resid` when > 0.
       resid: [B, T, D] residual entering `start_layer` (from an earlier forward's capture).
-      logit_positions: int [B, P]: compute logits only at these positions.
+      logit_positions: int [B, P]: compute logits only at these positions. Without
+        capture, the last layer then also runs only there (its keys and values still
+        cover every position), which the returned logits do not depend on.
       return_logits: compute logits at all (the vocabulary projection is the largest matmul
         of small models, so readouts that need none skip it).
       capture: return the residual stream of every layer.
