@@ -562,8 +562,12 @@ def _projections(last, captured, readout, upper, read_dirs, c, n) -> Array:
 
 
 def _steered_decode(params, config, tokens, mask, steer, *, layer, max_new_tokens, capture=False):
-    """`steered_generate`'s program; also returns the prefill's last-position logits [C*N, V],
-    the last layer's output there [C*N, D] and (with `capture`) the upper layers' inputs."""
+    """The program behind `steered_generate` and `steered_generate_and_eval`.
+
+    Returns:
+      (tokens int32 [C, N, W], the prefill's last-position logits [C*N, V], the last layer's
+      output there [C*N, D], and with `capture` the inputs of layers `layer..L-1`, else None).
+    """
     n, t = tokens.shape
     c, w = steer.shape[0], max_new_tokens
     s, b = t + w, steer.shape[0] * tokens.shape[0]
