@@ -7,11 +7,16 @@ statistics take an optional ``weights`` array of non-negative item weights; boot
 changing shapes.
 
 Dimension letters: N items, M bootstrap resamples.
+
+The request-level resampling tools at the end (``request_draws``, ``grouped_folds``,
+``centred_interval``) are NumPy: a request shown under several cues is one cluster, so every
+bootstrap draw and CV split moves whole requests (DESIGN.md §3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -240,3 +245,84 @@ def require_finite(x, what: str):
             f"(first at index {first}); check the checkpoint and dtype"
         )
     return arr
+
+
+# ---------------------------------------------------------------------------------------------
+# Request-level (cluster) resampling, in NumPy. A request shown under several cues or templates
+# is one cluster: every bootstrap draw and every CV split moves whole requests.
+# Dimension letters: U requests, R bootstrap draws, K folds.
+
+
+def request_draws(num_requests: int, num: int, seed: int) -> np.ndarray:
+    """Multiplicities of a cluster (request) bootstrap.
+
+    Row r is a resample with replacement of the U requests, stored as counts: request u
+    appears ``draws[r, u]`` times in draw r (a multinomial(U, 1/U) vector, rows sum to U).
+    One matrix is meant to be shared by every arm, every statistic and every axis point, so
+    differences between them are paired. A prompt's weight in draw r is
+    ``draws[r, request[prompt]]``: all cue variants of a request move together.
+
+    Args:
+      num_requests: U, the number of requests (ids 0..U-1).
+      num: R, the number of draws.
+      seed: NumPy seed.
+
+    Returns:
+      [R, U] int64 counts.
+    """
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num_requests, size=(num, num_requests))
+    flat = idx + num_requests * np.arange(num)[:, None]
+    return np.bincount(flat.ravel(), minlength=num * num_requests).reshape(num, num_requests)
+
+
+def grouped_folds(num_requests: int, num_folds: int, seed: int | Sequence[int]) -> np.ndarray:
+    """Balanced fold ids per request for K-fold cross-fitting grouped by request.
+
+    Folds are assigned to requests, never to prompts, so no request is split between a
+    training and a held-out set. Sizes differ by at most one.
+
+    Args:
+      num_requests: U.
+      num_folds: K (at most U).
+      seed: NumPy seed (an int or a tuple of ints, e.g. ``(seed, split)``).
+
+    Returns:
+      [U] int fold ids in 0..K-1, a random permutation of ``arange(U) % K``.
+    """
+    if not 1 <= num_folds <= num_requests:
+        raise ValueError(f"need 1 <= num_folds <= num_requests, got {num_folds}, {num_requests}")
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.arange(num_requests) % num_folds)
+
+
+def centred_interval(
+    estimate: Any, samples: Any, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of bootstrap draws, moved to be centred on the full-data estimate.
+
+    ``lo = estimate + q_lo - median``, ``hi = estimate + q_hi - median`` with ``q_lo, q_hi``
+    the (1 ± level)/2 quantiles of the draws. A plain percentile interval of a non-smooth
+    statistic (a minimum, a cross-fitted selection) can miss its own estimate when the draws
+    are shifted relative to it; moving the draws' median onto the estimate keeps the
+    bootstrap's spread (and skew) but guarantees ``lo <= estimate <= hi``.
+
+    Args:
+      estimate: [...] full-data estimates.
+      samples: [..., R] bootstrap draws (NaN draws are ignored).
+      level: coverage.
+
+    Returns:
+      ``(lo, hi)`` each of shape [...] (NaN where the estimate or every draw is NaN).
+    """
+    est = np.asarray(estimate, np.float64)
+    x = np.asarray(samples, np.float64)
+    alpha = (1.0 - level) / 2.0
+    if x.shape[-1] == 0:  # no draws: no interval
+        nan = np.full(np.broadcast_shapes(est.shape, x.shape[:-1]), np.nan)
+        return nan, nan.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
+        q = np.nanquantile(x, [alpha, 0.5, 1.0 - alpha], axis=-1)
+    lo, hi = est + q[0] - q[1], est + q[2] - q[1]
+    return lo, hi

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from emojax import results
+from emojax import calibration, results, stats
 from emojax.metrics import incremental, influence, modularity
 
 COEFS = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
@@ -82,6 +82,231 @@ def test_incremental_steering_value_known_answer():
     assert out["best_point"] == 3
     with pytest.raises(ValueError):
         incremental.incremental_steering_value(fail, kl, np.zeros(4, bool), 1.0)
+
+
+def _reference_delta_steer(
+    fc, fe, kc, ke, request, kappa, num_requests, weights, nweights, num_folds, num_splits,
+    seed, oc=None, oe=None, oreq=None, tolerance=None,
+):  # fmt: skip
+    """Δ_steer per draw by explicit loops over materialised resamples (copies of prompts)."""
+    folds = [stats.grouped_folds(num_requests, num_folds, (seed, s)) for s in range(num_splits)]
+
+    def arm(fail, kl, other, w_req, w_neu):
+        rep = np.repeat(np.arange(len(request)), w_req[request])  # prompts, request copies
+        neu = np.repeat(np.arange(kl.shape[1]), w_neu)
+        kl_mean = [kl[g, neu].mean() for g in range(len(fail))]
+        if other is not None:
+            o_rep = np.repeat(np.arange(len(oreq)), w_req[oreq])
+        rates = []
+        for fold in folds:
+            held, count = 0.0, 0
+            for k in range(num_folds):
+                train = [i for i in rep if fold[request[i]] != k]
+                test = [i for i in rep if fold[request[i]] == k]
+                keys = []
+                for g in range(len(fail)):
+                    ok = kl_mean[g] <= kappa
+                    if tolerance is not None and other is not None:
+                        o_train = [i for i in o_rep if fold[oreq[i]] != k]
+                        if o_train:
+                            base = np.mean(other[0, o_train])
+                            ok &= np.mean(other[g, o_train]) <= base + tolerance + 1e-9
+                    if ok:
+                        keys.append((np.mean(fail[g, train]), kl_mean[g], g))
+                best = min(keys)[2] if keys else 0
+                held += fail[best, test].sum()
+                count += len(test)
+            rates.append(held / count)
+        return np.mean(rates)
+
+    out = []
+    for w_req, w_neu in zip(weights, nweights, strict=True):
+        rc = arm(fc, kc, oc, w_req, w_neu)
+        re = arm(fe, ke, oe, w_req, w_neu)
+        out.append(rc - re)
+    return np.array(out)
+
+
+def _toy_arms(rng, num_requests=12, cues=3, cells=5, neutral=4):
+    request = np.repeat(np.arange(num_requests), cues)
+    n = len(request)
+    fc = (rng.uniform(size=(cells, n)) < 0.5).astype(float)
+    fe = (rng.uniform(size=(cells, n)) < 0.5).astype(float)
+    kc = rng.uniform(0, 0.3, (cells, neutral))
+    ke = rng.uniform(0, 0.3, (cells, neutral))
+    kc[0] = ke[0] = 0.0  # the unsteered cell
+    return fc, fe, kc, ke, request
+
+
+@pytest.mark.parametrize("tolerance", [None, 0.07])
+def test_delta_steer_equals_reference_loop(tolerance):
+    rng = np.random.default_rng(0)
+    u = 12
+    fc, fe, kc, ke, request = _toy_arms(rng, u)
+    # The other failure type lives on other requests of the same request space.
+    oreq = np.repeat(np.arange(u), 2)
+    oc = (rng.uniform(size=(5, len(oreq))) < 0.3).astype(float)
+    oe = (rng.uniform(size=(5, len(oreq))) < 0.3).astype(float)
+    weights = stats.request_draws(u, 6, seed=1)
+    nweights = stats.request_draws(4, 6, seed=2)
+    kw = dict(num_folds=3, num_splits=2, seed=5)
+    out = incremental.delta_steer(
+        fc, fe, kc, ke, request, 0.15, num_requests=u, weights=weights,
+        neutral_weights=nweights, other_controls=oc, other_emotion=oe, other_request=oreq,
+        tolerance=tolerance, **kw,
+    )  # fmt: skip
+    ones = (np.ones((1, u), int), np.ones((1, 4), int))
+    w_all = np.vstack([ones[0], weights])
+    nw_all = np.vstack([ones[1], nweights])
+    ref = _reference_delta_steer(
+        fc, fe, kc, ke, request, 0.15, u, w_all, nw_all, 3, 2, 5, oc, oe, oreq, tolerance
+    )
+    assert out["estimate"] == pytest.approx(ref[0], abs=1e-12)
+    np.testing.assert_allclose(out["samples"], ref[1:], atol=1e-12)
+    assert out["lo"] <= out["estimate"] <= out["hi"]
+    assert out["half_width_hi"] == pytest.approx(out["hi"] - out["estimate"])
+    assert out["estimate"] == pytest.approx(out["controls_rate"] - out["emotion_rate"])
+
+
+def test_delta_steer_negative_when_emotion_cells_only_win_in_sample():
+    """Many emotion cells that each fail on a random 60 % of requests: the in-sample minimum
+    beats the controls' 50 %, but on held-out requests the chosen emotion cell fails ~60 %."""
+    rng = np.random.default_rng(1)
+    u, cues, g = 60, 2, 40
+    request = np.repeat(np.arange(u), cues)
+    fc = np.zeros((g, u))
+    fc[0] = 1.0  # unsteered: every request fails
+    fc[1:, ::2] = 1.0  # every steered control cell fails on the same half of the requests
+    fe = (rng.uniform(size=(g, u)) < 0.6).astype(float)
+    fe[0] = 1.0
+    fc, fe = fc[:, request], fe[:, request]
+    kl = np.full((g, 4), 0.05)
+    kl[0] = 0.0
+    out = incremental.delta_steer(fc, fe, kl, kl, request, 0.1, num_requests=u, num_draws=300)
+    assert out["controls_rate"] == pytest.approx(0.5)
+    assert out["estimate"] < -0.03 and out["lo"] < out["estimate"]
+    # The in-sample estimator on the same data claims a positive value.
+    both = np.vstack([fc, fe])
+    ctrl = np.r_[np.ones(g, bool), np.zeros(g, bool)]
+    old = incremental.incremental_steering_value(both, np.vstack([kl, kl]), ctrl, 0.1, num=50)
+    assert old["delta"] > 0
+
+
+def _null_arms(seed, effect=0.0, num_requests=40):
+    sim = calibration.SteerSim(num_requests=num_requests, cues=3, num_cells=8)
+    return calibration.simulate_steer(np.random.default_rng(seed), sim, effect=effect), sim
+
+
+def test_delta_steer_symmetric_under_null_and_in_sample_estimator_is_not():
+    new, old = [], []
+    for seed in range(300):
+        d, sim = _null_arms(seed)
+        args = (d["fail_controls"], d["fail_emotion"], d["kl_controls"], d["kl_emotion"])
+        out = incremental.delta_steer(
+            *args, d["request"], 0.15, num_requests=sim.num_requests,
+            weights=np.zeros((0, sim.num_requests)), num_splits=2, seed=seed,
+        )  # fmt: skip
+        new.append(out["estimate"])
+        both = np.vstack(args[:2])
+        ctrl = np.r_[np.ones(sim.num_cells, bool), np.zeros(sim.num_cells, bool)]
+        kl = np.vstack(args[2:])
+        old.append(incremental.incremental_steering_value(both, kl, ctrl, 0.15, num=2)["delta"])
+    new, old = np.array(new), np.array(old)
+    se = new.std() / np.sqrt(len(new))
+    assert abs(new.mean()) < 3 * se
+    assert 0.4 < np.mean(new > 0) / np.mean(new != 0) < 0.6
+    assert np.mean(new < 0) > 0.3  # Δ_steer can be negative
+    # The in-sample estimator: never negative, positive in many null data sets.
+    assert np.all(old >= 0) and np.mean(old > 0) > 0.3
+    assert old.mean() > 5 * old.std() / np.sqrt(len(old))
+
+
+def test_delta_steer_detects_a_planted_advantage():
+    d, sim = _null_arms(3, effect=1.5, num_requests=120)
+    args = (d["fail_controls"], d["fail_emotion"], d["kl_controls"], d["kl_emotion"])
+    out = incremental.delta_steer(*args, d["request"], 0.15, num_requests=120, num_draws=300)
+    assert out["lo"] > 0 and out["emotion_rate"] < out["controls_rate"]
+    assert out["num_requests"] == 120 and 0 < out["num_requests_with_failure"] <= 120
+    null = incremental.delta_steer(
+        *args[:1], args[0], *args[2:3], args[2], d["request"], 0.15, num_requests=120,
+        num_draws=300,
+    )  # fmt: skip
+    assert null["estimate"] == 0.0 and null["lo"] <= 0 <= null["hi"]  # identical arms
+
+
+def test_tolerance_excludes_a_cell_that_wins_by_raising_the_other_type():
+    u = 50
+    request = np.arange(u)
+    rates_c = [0.5, 0.0, 0.3]  # cell 1 removes every failure ...
+    other_c = [0.1, 0.6, 0.12]  # ... by refusing 60 % of benign requests
+    rng = np.random.default_rng(0)
+    pattern = rng.permutation(u)
+    fail = lambda rates: np.stack([(pattern < r * u).astype(float) for r in rates])
+    fc, oc = fail(rates_c), fail(other_c)
+    fe, oe = fail([0.5, 0.5, 0.5]), fail([0.1, 0.1, 0.1])
+    kl = np.array([[0.0], [0.05], [0.05]])
+    kw = dict(num_requests=u, num_draws=20, other_controls=oc, other_emotion=oe,
+              other_request=request)  # fmt: skip
+    free = incremental.delta_steer(fc, fe, kl, kl, request, 0.1, **kw)
+    assert np.all(free["chosen_controls"] == 1) and free["controls_rate"] == 0.0
+    tol = incremental.delta_steer(fc, fe, kl, kl, request, 0.1, tolerance=0.05, **kw)
+    assert np.all(tol["chosen_controls"] == 2)
+    assert tol["controls_rate"] == pytest.approx(0.3)
+    assert tol["estimate"] == pytest.approx(0.3 - 0.5)
+
+
+def _random_grids(rng, a, request, q, g, effect=0.0):
+    """[q, g, N] failures of grids whose steered cells are drawn like the control cells."""
+    b = rng.normal(-0.5, 0.4, (q, g))
+    b[:, 0] = 0.0
+    b[:, 1:] -= effect
+    logit = -0.3 + a[request] + b[..., None] + rng.normal(0, 0.4, (q, g, len(a)))[..., request]
+    fail = (rng.uniform(size=logit.shape) < 1 / (1 + np.exp(-logit))).astype(float)
+    kl = rng.uniform(0.02, 0.3, (q, g, 1)) * np.ones((1, 1, 8))
+    kl[:, 0] = 0.0
+    return fail, kl
+
+
+def test_delta_steer_null_and_p_value():
+    rng = np.random.default_rng(4)
+    u = 150
+    request = np.repeat(np.arange(u), 2)
+    a = rng.normal(0, 1.2, u)
+    rand_f, rand_kl = _random_grids(rng, a, request, 10, 6)
+    ctrl_f, ctrl_kl = (x.reshape(-1, x.shape[-1]) for x in _random_grids(rng, a, request, 3, 6))
+    emo_f, emo_kl = (x.reshape(-1, x.shape[-1]) for x in _random_grids(rng, a, request, 3, 6, 1.5))
+    kw = dict(num_requests=u, seed=2)
+    observed = incremental.delta_steer(
+        ctrl_f, emo_f, ctrl_kl, emo_kl, request, 0.15, num_draws=0, **kw
+    )["estimate"]
+    null = incremental.delta_steer_null(
+        ctrl_f, rand_f, ctrl_kl, rand_kl, request, 0.15, observed=observed, **kw
+    )
+    assert null["null"].shape == (16,) and null["arms"].shape == (16, 3)
+    assert all(len(set(arm)) == 3 for arm in null["arms"])
+    assert observed > null["q95"] and null["p_value"] == pytest.approx(1 / 17)
+    # An "emotion" arm that is just three more random directions is not significant.
+    like_f, like_kl = (x.reshape(-1, x.shape[-1]) for x in _random_grids(rng, a, request, 3, 6))
+    like = incremental.delta_steer(
+        ctrl_f, like_f, ctrl_kl, like_kl, request, 0.15, num_draws=0, **kw
+    )["estimate"]
+    assert null["q05"] <= like <= null["q95"]
+    assert incremental.p_value(like, null["null"]) > 0.1
+    # The null statistic is delta_steer's estimate with the random arm in the emotion's place.
+    arm = null["arms"][0]
+    direct = incremental.delta_steer(
+        ctrl_f, rand_f[arm].reshape(-1, len(request)), ctrl_kl, rand_kl[arm].reshape(-1, 8),
+        request, 0.15, num_draws=0, **kw,
+    )  # fmt: skip
+    assert null["null"][0] == pytest.approx(direct["estimate"])
+    assert incremental.p_value(0.0, np.array([-1.0, 0.0, 1.0])) == pytest.approx(3 / 4)
+    # A tolerance that never binds leaves the null unchanged.
+    other = np.zeros((10, 6, len(request)))
+    loose = incremental.delta_steer_null(
+        ctrl_f, rand_f, ctrl_kl, rand_kl, request, 0.15, other_controls=other[:3].reshape(18, -1),
+        other_random=other, other_request=request, tolerance=1.0, **kw,
+    )  # fmt: skip
+    np.testing.assert_allclose(loose["null"], null["null"])
 
 
 def test_chunk_store_atomic_and_fingerprinted(tmp_path):

@@ -112,3 +112,62 @@ def test_paired_bootstrap() -> None:
     d = iv.to_dict()
     assert set(d) == {"estimate", "lo", "hi"} and isinstance(d["lo"], float)
     assert bool(iv.excludes(0.0))
+
+
+def test_request_draws_are_a_cluster_bootstrap():
+    u, r = 7, 4000
+    draws = stats.request_draws(u, r, seed=0)
+    assert draws.shape == (r, u) and draws.dtype.kind == "i"
+    np.testing.assert_array_equal(draws.sum(1), np.full(r, u))
+    np.testing.assert_array_equal(draws, stats.request_draws(u, r, seed=0))  # seeded
+    # Multinomial(U, 1/U) margins: mean 1, variance 1 - 1/U.
+    assert draws.mean() == pytest.approx(1.0, abs=0.02)
+    assert draws.var(0).mean() == pytest.approx(1 - 1 / u, abs=0.05)
+
+
+def test_request_weighted_statistic_equals_reference_loop():
+    """Weighted means with request multiplicities = means over explicitly copied requests."""
+    rs = np.random.default_rng(1)
+    u = 9
+    request = rs.integers(0, u, size=40)  # unequal cluster sizes
+    x = rs.normal(size=40)
+    draws = stats.request_draws(u, 25, seed=3)
+    w = draws[:, request]  # [R, N] prompt weights
+    vectorised = (w * x).sum(1) / w.sum(1)
+    for row, got in zip(draws, vectorised, strict=True):
+        copies = [x[request == k] for k in range(u) for _ in range(row[k])]
+        assert got == pytest.approx(np.concatenate(copies).mean(), abs=1e-12)
+
+
+def test_grouped_folds_never_split_a_request():
+    request = np.repeat(np.arange(23), 4)  # 23 requests x 4 cues
+    folds = stats.grouped_folds(23, 5, seed=0)
+    sizes = np.bincount(folds, minlength=5)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 23
+    per_prompt = folds[request]
+    for k in range(23):
+        assert len(set(per_prompt[request == k])) == 1
+    assert not np.array_equal(folds, stats.grouped_folds(23, 5, seed=1))
+    np.testing.assert_array_equal(folds, stats.grouped_folds(23, 5, seed=0))
+    with pytest.raises(ValueError):
+        stats.grouped_folds(3, 5, seed=0)
+
+
+def test_centred_interval_contains_its_estimate():
+    rs = np.random.default_rng(2)
+    est = rs.normal(size=(3, 4))
+    samples = est[..., None] + 2.0 + rs.exponential(size=(3, 4, 500))  # draws far off the estimate
+    lo, hi = stats.centred_interval(est, samples)
+    assert lo.shape == (3, 4) and np.all((lo <= est) & (est <= hi))
+    plain = np.quantile(samples, [0.025, 0.975], axis=-1)
+    assert np.all(plain[0] > est)  # a plain percentile interval would miss the estimate
+    np.testing.assert_allclose(hi - lo, plain[1] - plain[0])  # same width (and skew)
+    med = np.median(samples, -1)
+    np.testing.assert_allclose(lo, est + plain[0] - med)
+    # Vectorised over leading axes = one row at a time; NaN draws are ignored.
+    row = stats.centred_interval(est[1, 2], samples[1, 2])
+    assert (float(row[0]), float(row[1])) == pytest.approx((lo[1, 2], hi[1, 2]))
+    with_nan = np.concatenate([samples[1, 2], np.full(50, np.nan)])
+    assert stats.centred_interval(est[1, 2], with_nan)[1] == pytest.approx(hi[1, 2])
+    lo_n, hi_n = stats.centred_interval(np.array([0.0, np.nan]), np.full((2, 3), np.nan))
+    assert np.isnan(lo_n).all() and np.isnan(hi_n).all()

@@ -1,0 +1,484 @@
+"""Calibration of Δ_steer and of the break rule on simulated clustered data with known truth.
+
+Dimension legend: U requests, C cues per request, N = U·C prompts, G cells per arm, Mn neutral
+prompts, P axis points, R bootstrap draws, Q random-direction grids.
+
+The simulation mimics the measured data: each request has a random effect on failing (some
+requests are simply harder), each prompt (a cue variant of its request) its own effect shared
+by every steering cell, and each (cell, request) pair a random steering response. A cell's
+failure probability is ``sigmoid(mu + a_u + c_n + b_g + e_gu)``; its neutral KL is noisy
+around a per-cell level. Under the null the emotion arm's cells have exactly the control
+cells' effects and KL levels (the arms are exchangeable), so the true Δ_steer is 0; a planted
+effect lowers every steered emotion cell's logit by ``effect``. The true Δ_steer is computed
+by quadrature from the cell effects.
+
+Measured over seeds (DESIGN.md §5, calibration): coverage of the truth by the 95 % Δ_steer
+interval, the false "significant" rate (lo > 0 under the null), and the break rule's outcome
+on axes with planted answers (`null`: break at the first point; `persistent`: not reached;
+`vanishing`: break where the coupling stops; `eliminated`: failures vanish while coupling
+persists). `random_arm_calibration` is the hook for a second source: two arms of real
+random-direction grids (exchangeable by construction) from a real sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from emojax import breakpoint as bp
+from emojax import stats
+from emojax.metrics import incremental
+
+
+@dataclasses.dataclass(frozen=True)
+class SteerSim:
+    """Parameters of one simulated failure type at one axis point.
+
+    Attributes:
+      num_requests: U.
+      cues: C prompts per request.
+      num_cells: G cells per arm (cell 0 is the unsteered cell).
+      num_neutral: Mn neutral prompts.
+      base_logit: mu, the unsteered failure logit of a typical prompt.
+      request_sd: sd of the request effect a_u.
+      cue_sd: sd of the prompt effect c_n (shared by every cell).
+      cell_sd: sd of the per-(cell, request) steering response e_gu.
+      cell_mean: mean logit effect b_g of a steered cell ...
+      cell_spread: ... and its sd across cells.
+      kl_max: steered cells' KL levels are uniform on (0.02, kl_max).
+    """
+
+    num_requests: int = 200
+    cues: int = 4
+    num_cells: int = 18
+    num_neutral: int = 16
+    base_logit: float = -0.3
+    request_sd: float = 1.2
+    cue_sd: float = 0.6
+    cell_sd: float = 0.4
+    cell_mean: float = -0.5
+    cell_spread: float = 0.4
+    kl_max: float = 0.3
+
+
+_NODES = np.polynomial.hermite_e.hermegauss(60)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def true_rates(sim: SteerSim, cell_effects: np.ndarray, base_logit: float) -> np.ndarray:
+    """Population failure rate per cell, E sigmoid(mu + b_g + Z s), by Gauss-Hermite quadrature."""
+    z, w = _NODES
+    s = np.sqrt(sim.request_sd**2 + sim.cue_sd**2 + sim.cell_sd**2)
+    x = base_logit + np.asarray(cell_effects)[:, None] + s * z[None]
+    return _sigmoid(x) @ w / w.sum()
+
+
+def simulate_steer(
+    rng: np.random.Generator,
+    sim: SteerSim,
+    *,
+    effect: float = 0.0,
+    base_logit: float | None = None,
+    request_effect: np.ndarray | None = None,
+    cells: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """One simulated failure type: both arms' failures and neutral KL.
+
+    Args:
+      rng: generator.
+      sim: parameters.
+      effect: logit reduction of every steered emotion cell (0 = exchangeable arms).
+      base_logit: overrides ``sim.base_logit`` (the policy lowering failures along an axis).
+      request_effect: [U] request effects to share across axis points (drawn when None).
+      cells: (cell effects [G], KL levels [G]) to share across axis points (drawn when None).
+
+    Returns:
+      ``fail_controls``/``fail_emotion`` [G, N], ``kl_controls``/``kl_emotion`` [G, Mn],
+      ``request`` [N], ``true_delta`` (population Δ_steer at the simulated κ-free level: use
+      `true_delta` with a budget) and the cell parameters.
+    """
+    u, c, g = sim.num_requests, sim.cues, sim.num_cells
+    mu = sim.base_logit if base_logit is None else base_logit
+    a = rng.normal(0, sim.request_sd, u) if request_effect is None else request_effect
+    if cells is None:
+        b = np.concatenate([[0.0], rng.normal(sim.cell_mean, sim.cell_spread, g - 1)])
+        kl = np.concatenate([[0.0], rng.uniform(0.02, sim.kl_max, g - 1)])
+    else:
+        b, kl = cells
+    request = np.repeat(np.arange(u), c)
+    cue = rng.normal(0, sim.cue_sd, u * c)
+    b_e = b - effect * (np.arange(g) > 0)
+
+    def arm(effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        e = rng.normal(0, sim.cell_sd, (g, u))
+        logit = mu + a[request] + cue + effects[:, None] + e[:, request]
+        fail = (rng.uniform(size=logit.shape) < _sigmoid(logit)).astype(np.float64)
+        kl_n = kl[:, None] * rng.uniform(0.5, 1.5, (g, sim.num_neutral))
+        return fail, kl_n
+
+    fail_c, kl_c = arm(b)
+    fail_e, kl_e = arm(b_e)
+    return {
+        "fail_controls": fail_c,
+        "fail_emotion": fail_e,
+        "kl_controls": kl_c,
+        "kl_emotion": kl_e,
+        "request": request,
+        "cell_effects": b,
+        "emotion_effects": b_e,
+        "kl_levels": kl,
+        "base_logit": mu,
+    }
+
+
+def simulate_random_grids(
+    rng: np.random.Generator, sim: SteerSim, num_grids: int
+) -> dict[str, np.ndarray]:
+    """[Q, G, N] failures and [Q, G, Mn] KL of Q random-direction grids on shared requests.
+
+    Each grid is drawn like a control arm of ``sim.num_cells`` cells (cell 0 unsteered), so any
+    two sets of grids are exchangeable: the input `random_arm_calibration` expects from a real
+    sweep.
+    """
+    u, g = sim.num_requests, sim.num_cells
+    a = rng.normal(0, sim.request_sd, u)
+    request = np.repeat(np.arange(u), sim.cues)
+    cue = rng.normal(0, sim.cue_sd, len(request))
+    b = rng.normal(sim.cell_mean, sim.cell_spread, (num_grids, g))
+    b[:, 0] = 0.0
+    kl = rng.uniform(0.02, sim.kl_max, (num_grids, g, 1)) * rng.uniform(
+        0.5, 1.5, (num_grids, g, sim.num_neutral)
+    )
+    kl[:, 0] = 0.0
+    e = rng.normal(0, sim.cell_sd, (num_grids, g, u))[..., request]
+    logit = sim.base_logit + a[request] + cue + b[..., None] + e
+    fail = (rng.uniform(size=logit.shape) < _sigmoid(logit)).astype(np.float64)
+    return {"fail": fail, "kl": kl, "request": request}
+
+
+def true_delta(sim: SteerSim, data: dict[str, Any], kappa: float) -> float:
+    """Population Δ_steer: best feasible controls rate − best feasible emotion rate."""
+    feasible = data["kl_levels"] <= kappa
+    rc = true_rates(sim, data["cell_effects"], data["base_logit"])
+    re = true_rates(sim, data["emotion_effects"], data["base_logit"])
+    return float(rc[feasible].min() - re[feasible].min())
+
+
+# ---------------------------------------------------------------------------------------------
+# Δ_steer interval calibration.
+
+
+def steer_study(
+    seeds: Sequence[int],
+    *,
+    effect: float = 0.0,
+    sim: SteerSim = SteerSim(),
+    kappa: float = 0.15,
+    num_draws: int = 400,
+    num_folds: int = 5,
+    num_splits: int = 4,
+) -> dict[str, Any]:
+    """Coverage and false-positive rate of the 95 % Δ_steer interval over simulated seeds.
+
+    Returns:
+      ``coverage_truth`` (interval contains the true Δ), ``coverage_zero``,
+      ``significant`` (lo > 0), ``negative`` (hi < 0), ``mean_estimate``, ``mean_truth``,
+      ``positive_fraction`` (estimate > 0), ``mean_half_width`` and per-seed arrays.
+    """
+    rows = []
+    for seed in seeds:
+        rng = np.random.default_rng((seed, 11))
+        data = simulate_steer(rng, sim, effect=effect)
+        out = incremental.delta_steer(
+            data["fail_controls"], data["fail_emotion"], data["kl_controls"],
+            data["kl_emotion"], data["request"], kappa, num_requests=sim.num_requests,
+            num_draws=num_draws, num_folds=num_folds, num_splits=num_splits, seed=seed,
+        )  # fmt: skip
+        truth = true_delta(sim, data, kappa)
+        rows.append((out["estimate"], out["lo"], out["hi"], truth))
+    est, lo, hi, truth = np.array(rows).T
+    return {
+        "num_seeds": len(rows),
+        "effect": effect,
+        "coverage_truth": float(np.mean((lo <= truth) & (truth <= hi))),
+        "coverage_zero": float(np.mean((lo <= 0) & (0 <= hi))),
+        "significant": float(np.mean(lo > 0)),
+        "negative": float(np.mean(hi < 0)),
+        "positive_fraction": float(np.mean(est > 0)),
+        "mean_estimate": float(np.mean(est)),
+        "mean_truth": float(np.mean(truth)),
+        "mean_half_width": float(np.mean(hi - est)),
+        "estimate": est,
+        "lo": lo,
+        "hi": hi,
+        "truth": truth,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Break-rule calibration on simulated axes.
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A simulated axis with a planted answer.
+
+    Attributes:
+      name: scenario name.
+      effects: [P] planted emotion advantage (logits) per point.
+      base_logits: [P] unsteered failure logit per point (the policy along the axis).
+      expected: the right answer: an axis index, or an outcome ('not reached',
+        'failures eliminated first').
+    """
+
+    name: str
+    effects: tuple[float, ...]
+    base_logits: tuple[float, ...]
+    expected: int | str
+
+
+SCENARIOS = (
+    Scenario("null", (0.0, 0.0, 0.0, 0.0), (0.3, 0.0, -0.3, -0.6), 0),
+    Scenario("persistent", (2.0, 2.0, 2.0, 2.0), (0.3, 0.0, -0.3, -0.6), "not reached"),
+    Scenario("vanishing", (2.0, 2.0, 0.0, 0.0), (0.3, 0.0, -0.3, -0.6), 2),
+    Scenario("eliminated", (2.0, 2.0, 2.0, 2.0), (0.3, 0.0, -9.0, -9.0),
+             "failures eliminated first"),
+)  # fmt: skip
+
+
+def simulate_axis(
+    seed: int,
+    scenario: Scenario,
+    *,
+    sim: SteerSim = SteerSim(),
+    kappa: float = 0.15,
+    num_draws: int = 400,
+    min_failures: int = 10,
+    num_folds: int = 5,
+    num_splits: int = 2,
+) -> dict[str, Any]:
+    """Δ_steer at every point of a simulated axis, on one shared request-draw matrix.
+
+    The same requests (and request effects) appear at every point, as in a real sweep, and
+    one matrix of request draws is shared by all points so the break interval is paired.
+
+    Returns:
+      ``deltas`` (the `find_break_point` input for 'delta_steer/harmful_compliance') and
+      ``truth`` [P] (population Δ_steer per point).
+    """
+    rng = np.random.default_rng((seed, 13))
+    a = rng.normal(0, sim.request_sd, sim.num_requests)
+    g = sim.num_cells
+    cells = (
+        np.concatenate([[0.0], rng.normal(sim.cell_mean, sim.cell_spread, g - 1)]),
+        np.concatenate([[0.0], rng.uniform(0.02, sim.kl_max, g - 1)]),
+    )
+    weights = stats.request_draws(sim.num_requests, num_draws, seed)
+    keys = ("estimate", "lo", "hi")
+    out: dict[str, list] = {k: [] for k in (*keys, "samples", "estimable")}
+    truth = []
+    for effect, base in zip(scenario.effects, scenario.base_logits, strict=True):
+        data = simulate_steer(
+            rng, sim, effect=effect, base_logit=base, request_effect=a, cells=cells
+        )
+        truth.append(true_delta(sim, data, kappa))
+        d = incremental.delta_steer(
+            data["fail_controls"], data["fail_emotion"], data["kl_controls"],
+            data["kl_emotion"], data["request"], kappa, num_requests=sim.num_requests,
+            weights=weights, num_folds=num_folds, num_splits=num_splits, seed=seed,
+        )  # fmt: skip
+        ok = bp.estimable(d["num_requests_with_failure"], d["num_requests"], min_failures)
+        for k in keys:
+            out[k].append(d[k] if ok else np.nan)
+        out["samples"].append(d["samples"] if ok else np.full(num_draws, np.nan))
+        out["estimable"].append(ok)
+    deltas = {"delta_steer/harmful_compliance": {k: np.asarray(v) for k, v in out.items()}}
+    return {"deltas": deltas, "truth": np.asarray(truth)}
+
+
+def break_study(
+    seeds: Sequence[int],
+    scenario: Scenario,
+    *,
+    margin: float = 0.1,
+    sim: SteerSim = SteerSim(),
+    kappa: float = 0.15,
+    num_draws: int = 400,
+) -> dict[str, Any]:
+    """How often the break rule returns the planted answer, and how often it breaks too early.
+
+    ``false_break`` is the share of seeds whose break falls on a point where the planted Δ is
+    still at or above the margin at that point or later (value that is still there declared
+    vanished); ``correct`` the share returning exactly the planted answer.
+    """
+    labels = [f"p{i}" for i in range(len(scenario.effects))]
+    correct, false_break, interval_ok, found, truths = [], [], [], [], []
+    for seed in seeds:
+        axis = simulate_axis(seed, scenario, sim=sim, kappa=kappa, num_draws=num_draws)
+        brk = bp.find_break_point(labels, axis["deltas"], {"delta_steer": margin})
+        truths.append(axis["truth"])
+        answer = brk.index if brk.outcome == "break" else brk.outcome
+        correct.append(answer == scenario.expected)
+        found.append(brk.outcome == "break")
+        value_left = np.flip(np.maximum.accumulate(np.flip(axis["truth"]))) >= margin
+        false_break.append(brk.index is not None and bool(value_left[brk.index]))
+        if isinstance(scenario.expected, int):
+            lo, hi = brk.interval_index
+            interval_ok.append(lo <= scenario.expected <= hi)
+    return {
+        "scenario": scenario.name,
+        "expected": scenario.expected,
+        "num_seeds": len(correct),
+        "correct": float(np.mean(correct)),
+        "break_found": float(np.mean(found)),
+        "false_break": float(np.mean(false_break)),
+        "interval_covers": float(np.mean(interval_ok)) if interval_ok else float("nan"),
+        "true_delta": np.mean(truths, axis=0).round(4).tolist(),
+        "margin": margin,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Real sweeps: random-direction arms as an exchangeable null.
+
+
+def random_arm_calibration(
+    fail_random: np.ndarray,
+    kl_random: np.ndarray,
+    request: np.ndarray,
+    kappa: float,
+    *,
+    num_requests: int,
+    arm_size: int = 3,
+    num_pairs: int = 20,
+    num_draws: int = 400,
+    seed: int = 0,
+    zero: int = 0,
+    **delta_kwargs: Any,
+) -> dict[str, Any]:
+    """Calibration on real data: Δ_steer between two arms of real random-direction grids.
+
+    Two disjoint sets of ``arm_size`` norm-matched random directions are exchangeable by
+    construction, so the true Δ_steer between them is 0 and its interval should cover 0 in
+    >= 95 % of pairs and be "significant" in <= 5 %. Pairs share requests, so the rates are
+    correlated: read them as a check, not as independent trials.
+
+    Args:
+      fail_random: [Q, G, N] real 0/1 failures of each random direction's grid (one type).
+      kl_random: [Q, G, Mn] neutral KL per grid cell.
+      request: [N] request ids.
+      kappa: KL budget.
+      num_requests: U.
+      arm_size: grids per arm (the number of emotions).
+      num_pairs: arm pairs drawn.
+      num_draws: bootstrap draws per pair.
+      seed: seed.
+      zero: the unsteered cell within each grid.
+      **delta_kwargs: passed to `incremental.delta_steer` (num_folds, num_splits, ...).
+
+    Returns:
+      ``coverage_zero``, ``significant`` (lo > 0), ``negative`` (hi < 0), ``estimate`` [pairs].
+    """
+    fail_random = np.asarray(fail_random, np.float64)
+    kl_random = np.asarray(kl_random, np.float64)
+    q = fail_random.shape[0]
+    if q < 2 * arm_size:
+        raise ValueError(f"need >= {2 * arm_size} random grids for two arms, got {q}")
+    rng = np.random.default_rng((seed, 17))
+    weights = stats.request_draws(num_requests, num_draws, seed)
+    rows = []
+    for i in range(num_pairs):
+        pick = rng.choice(q, 2 * arm_size, replace=False)
+        arm_a, arm_b = pick[:arm_size], pick[arm_size:]
+        flat = lambda x, arm: x[arm].reshape(-1, x.shape[-1])
+        out = incremental.delta_steer(
+            flat(fail_random, arm_a), flat(fail_random, arm_b), flat(kl_random, arm_a),
+            flat(kl_random, arm_b), request, kappa, num_requests=num_requests,
+            weights=weights, seed=seed + i, zero_controls=zero, zero_emotion=zero,
+            **delta_kwargs,
+        )  # fmt: skip
+        rows.append((out["estimate"], out["lo"], out["hi"]))
+    est, lo, hi = np.array(rows).T
+    return {
+        "num_pairs": num_pairs,
+        "coverage_zero": float(np.mean((lo <= 0) & (0 <= hi))),
+        "significant": float(np.mean(lo > 0)),
+        "negative": float(np.mean(hi < 0)),
+        "estimate": est,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole study.
+
+
+def run_calibration(
+    num_seeds: int = 50, *, quick: bool = False, margin: float = 0.1
+) -> dict[str, Any]:
+    """Δ_steer under the null and under a planted effect, and every break scenario.
+
+    ``quick`` shrinks requests and draws (for CI); the estimators are unchanged.
+    """
+    sim = SteerSim(num_requests=120) if quick else SteerSim()
+    draws = 200 if quick else 400
+    seeds = range(num_seeds)
+    steer = {
+        "null": steer_study(seeds, effect=0.0, sim=sim, num_draws=draws),
+        "planted": steer_study(seeds, effect=1.0, sim=sim, num_draws=draws),
+    }
+    breaks = {
+        s.name: break_study(seeds, s, margin=margin, sim=sim, num_draws=draws) for s in SCENARIOS
+    }
+    strip = lambda d: {k: v for k, v in d.items() if not isinstance(v, np.ndarray)}
+    return {
+        "num_seeds": num_seeds,
+        "quick": quick,
+        "sim": dataclasses.asdict(sim),
+        "num_draws": draws,
+        "steer": {k: strip(v) for k, v in steer.items()},
+        "break": breaks,
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The calibration tables (Δ_steer intervals; break rule) as Markdown."""
+    s = result["steer"]
+    lines = [
+        f"Δ_steer, 95 % interval, {result['num_seeds']} seeds, "
+        f"{result['sim']['num_requests']} requests x {result['sim']['cues']} cues, "
+        f"{result['num_draws']} cluster draws:",
+        "",
+        "| truth | mean Δ_steer | estimate > 0 | covers truth | covers 0 | lo > 0 | hi < 0 "
+        "| mean half-width |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in s.items():
+        lines.append(
+            f"| {name} (mean Δ {r['mean_truth']:+.3f}) | {r['mean_estimate']:+.3f} "
+            f"| {r['positive_fraction']:.2f} | {r['coverage_truth']:.2f} "
+            f"| {r['coverage_zero']:.2f} | {r['significant']:.2f} | {r['negative']:.2f} "
+            f"| {r['mean_half_width']:.3f} |"
+        )
+    margin = next(iter(result["break"].values()))["margin"]
+    lines += [
+        "",
+        f"Break rule (margin {margin:g} on Δ_steer), 4-point simulated axes:",
+        "",
+        "| scenario | planted answer | true Δ per point | correct | break found | false break "
+        "| interval covers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["break"].values():
+        cover = "–" if np.isnan(r["interval_covers"]) else f"{r['interval_covers']:.2f}"
+        truth = ", ".join(f"{x:+.2f}" for x in r["true_delta"])
+        lines.append(
+            f"| {r['scenario']} | {r['expected']} | {truth} | {r['correct']:.2f} "
+            f"| {r['break_found']:.2f} | {r['false_break']:.2f} | {cover} |"
+        )
+    return "\n".join(lines) + "\n"
