@@ -78,6 +78,9 @@ class ContrastSet:
       paired: whether positive and negative are aligned pairs.
       domains: optional domain label per positive item (per pair).
       post_instruction_len: post-instruction tokens of prompts without `instruction_end`.
+      templates: optional cue-template label per positive item (per pair); stability
+        resamples templates, so pairs built from one template are never counted as
+        independent (None: every pair is its own template).
     """
 
     concept: str
@@ -87,6 +90,7 @@ class ContrastSet:
     paired: bool = True
     domains: Sequence[str] | None = None
     post_instruction_len: int = 1
+    templates: Sequence[str] | None = None
 
 
 def _as_prompt(p: Sequence[int] | Prompt) -> Prompt:
@@ -187,6 +191,8 @@ def load_contrast_sets(
                 position=positions.get(name, "last"),
                 paired=True,
                 domains=[p.domain for p in pairs],
+                # A pair without a template label is its own template (the pair id).
+                templates=[getattr(p, "template", "") or p.id for p in pairs],
             )
         )
     return out
@@ -285,6 +291,8 @@ class Captured:
       sums: [C, 2, L, D] streamed feature sums over every item (not capped by M).
       counts: [C, 2] streamed item counts.
       domain: [C, M] int32 domain id of pair slot m (-1 = none).
+      template: [C, M] int32 cue-template id of pair slot m, numbered per concept (-1 = none:
+        `emojax.metrics.stability` then treats the pair as its own template).
       neutral_mean: [L, D] mean of neutral-text token features.
       neutral_m2: [L, D, D] sum of centred outer products of neutral-text token features
         (merged batch by batch, Chan et al., so large mean components cannot cancel).
@@ -305,6 +313,7 @@ class Captured:
     neutral_m2: Array
     neutral_count: Array
     layer_norms: Array
+    template: Array | None = None
     concepts: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
     positions: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
     paired: tuple[bool, ...] = flax.struct.field(pytree_node=False, default=())
@@ -322,6 +331,7 @@ class Captured:
         paired: Sequence[bool] | None = None,
         domain: Array | None = None,
         domain_names: Sequence[str] = (),
+        template: Array | None = None,
     ) -> Captured:
         """Statistics from activations already in memory (e.g. your own capture).
 
@@ -329,7 +339,8 @@ class Captured:
           items: [C, 2, M, L, D] features at the capture site.
           valid: [C, 2, M] (default: all valid).
           neutral: [N, L, D] neutral-text token features (norm units and neutral PCs).
-          concepts, positions, paired, domain, domain_names: as in the class attributes.
+          concepts, positions, paired, domain, domain_names, template: as in the class
+            attributes.
         """
         items = jnp.asarray(items, jnp.float32)
         c, _, m, nl, d = items.shape
@@ -356,6 +367,9 @@ class Captured:
             positions=tuple(positions or ("last",) * c),
             paired=tuple(paired if paired is not None else (True,) * c),
             domain_names=tuple(domain_names),
+            template=jnp.full((c, m), -1, jnp.int32)
+            if template is None
+            else jnp.asarray(template, jnp.int32),
         )
 
     def neutral_covariance(self) -> Array:
@@ -498,6 +512,7 @@ def capture(
     rows: list[_Row] = []
     domain_names: list[str] = []
     domain = np.full((nc, num_slots), -1, np.int32)
+    template = np.full((nc, num_slots), -1, np.int32)
     for ci, cs in enumerate(contrast_sets):
         for side, prompts in enumerate((cs.positive, cs.negative)):
             for i, p in enumerate(prompts):
@@ -509,6 +524,11 @@ def capture(
                 domain_names.append(name)
             if i < num_slots:
                 domain[ci, i] = domain_names.index(name)
+        ids: dict[str, int] = {}
+        for i, name in enumerate(cs.templates or ()):
+            tid = ids.setdefault(name, len(ids))  # numbered per concept, in order of appearance
+            if i < num_slots:
+                template[ci, i] = tid
     rows += [_Row(_as_prompt(p).tokens, 0, 0, nc, 0, num_slots, True) for p in neutral]
 
     sq_shape = (nl, d, d) if neutral_second_moment else (nl, 0, 0)
@@ -522,6 +542,7 @@ def capture(
         neutral_m2=jnp.zeros(sq_shape, jnp.float32),
         neutral_count=jnp.zeros((), jnp.float32),
         layer_norms=jnp.full((nl,), jnp.nan, jnp.float32),
+        template=jnp.asarray(template),
         concepts=tuple(cs.concept for cs in contrast_sets),
         positions=tuple(cs.position for cs in contrast_sets),
         paired=tuple(bool(cs.paired) for cs in contrast_sets),

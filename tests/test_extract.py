@@ -146,6 +146,7 @@ def tiny():
             [prompt() for _ in range(5)],
             [prompt() for _ in range(5)],
             domains=["x", "y", "x", "y", "x"],
+            templates=["t1", "t2", "t2", "t1", "t3"],
         ),
         extract.ContrastSet(
             "b",
@@ -208,6 +209,8 @@ def test_capture_equals_slicing_forward(tiny):
     assert stats.num_compiles == len(stats.buckets)
     assert cap.domain_names == ("x", "y")
     np.testing.assert_array_equal(cap.domain[0], [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(cap.template[0], [0, 1, 1, 0, 2])
+    np.testing.assert_array_equal(cap.template[1:], -1)  # no labels: each pair its own
 
 
 def test_item_cap_keeps_streamed_sums(tiny):
@@ -300,3 +303,4 @@ def test_extract_model_end_to_end(tmp_path):
         norms = np.linalg.norm(vs.vectors[:, 1:], axis=-1)
         np.testing.assert_allclose(norms, 1.0, rtol=1e-4)
     assert np.all(np.isfinite(ex.vector_sets["diff_of_means"].layer_norms))
+    assert np.all(np.asarray(ex.captured.template)[:, :4] >= 0)  # template or pair id
