@@ -11,6 +11,7 @@ The public core (see README.md):
 
 from emojax.config import ConfigError, ModelConfig
 from emojax.generate import generate
+from emojax.gguf import GGUFError
 from emojax.interventions import Intervention
 from emojax.loading import CheckpointError, Model, load_model, save_pretrained
 from emojax.model import Output, forward, loss_fn
@@ -19,6 +20,7 @@ from emojax.params import LayerParams, Norm, Params, abstract_params, init_param
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "GGUFError",
     "Intervention",
     "LayerParams",
     "Model",

@@ -345,12 +345,17 @@ def save_pretrained(params: Params, config: ModelConfig, path: str) -> None:
 
 
 def resolve_path(path: str) -> str:
-    """A local checkpoint directory, or a model id already in the local Hugging Face cache."""
+    """A local checkpoint directory or `.gguf` file, a registered model name (`emojax.models`,
+    fetched on first use), or a model id already in the local Hugging Face cache."""
+    from emojax import models
+
     path = os.path.expanduser(os.fspath(path))
-    if os.path.isdir(path):
+    if os.path.isdir(path) or (os.path.isfile(path) and path.endswith(".gguf")):
         return path
     if os.path.exists(path):
-        raise FileNotFoundError(f"{path} is a file, not a checkpoint directory")
+        raise FileNotFoundError(f"{path} is a file, not a checkpoint directory or .gguf file")
+    if models.is_registered(path):
+        return models.ensure_model(path)
     try:
         from huggingface_hub import snapshot_download
 
@@ -382,28 +387,47 @@ def load_tokenizer(path: str):
 def load_params(path: str, *, dtype=jnp.float32) -> tuple[ModelConfig, Params]:
     """Reads config.json and the safetensors weights of a checkpoint directory."""
     path = resolve_path(path)
+    if _is_gguf(path):
+        from emojax.gguf import load_gguf_params
+
+        return load_gguf_params(path, dtype=dtype)
     config = ModelConfig.from_pretrained(path)
     return config, params_from_tensors(iter_tensors(path), config, dtype, source=path)
+
+
+def _is_gguf(path: str) -> bool:
+    from emojax.gguf import is_gguf
+
+    return is_gguf(path)
 
 
 def load_model(path: str, *, dtype=jnp.float32, tokenizer: bool = True) -> Model:
     """Loads a Hugging Face checkpoint for emojax.
 
     Args:
-      path: a local checkpoint directory, or a model id present in the local HF cache.
+      path: a local checkpoint directory, a `.gguf` file (or a directory holding one and no
+        config.json), a registered model name (`emojax.models`, e.g. "smollm2-135m-instruct"),
+        or a model id present in the local HF cache.
       dtype: parameter dtype (jnp.float32 or jnp.bfloat16).
-      tokenizer: also load the tokenizer (needs tokenizer files in the directory).
+      tokenizer: also load the tokenizer (needs tokenizer files in the directory, or
+        tokenizer metadata in the GGUF file).
 
     Returns:
       A `Model` with `.config`, `.params` and `.tokenizer` (None when tokenizer=False or the
       directory has no tokenizer files).
 
     Raises:
-      FileNotFoundError: no such directory / cached model, or no config.json.
+      FileNotFoundError: no such directory / cached model, or no config.json; a registered
+        model that is not cached and cannot be fetched (`emojax.models.ModelFetchError`).
       ConfigError: unsupported model_type or architecture field.
-      CheckpointError: a missing, unexpected or misshapen tensor.
+      CheckpointError: a missing, unexpected or misshapen tensor (`emojax.gguf.GGUFError` for
+        GGUF files: also unsupported architecture or tensor type, or a truncated file).
     """
     path = resolve_path(path)
+    if _is_gguf(path):
+        from emojax.gguf import load_gguf_model
+
+        return load_gguf_model(path, dtype=dtype, tokenizer=tokenizer)
     config, params = load_params(path, dtype=dtype)
     tok = None
     if tokenizer and any(
