@@ -92,8 +92,24 @@ REFUSAL_START_PHRASES: tuple[str, ...] = (
 
 REFUSAL_WINDOW_WORDS = 16
 
+# Style lexicons. None of their entries is, contains or is contained in a refusal phrase
+# (`REFUSAL_PHRASES`, `REFUSAL_START_PHRASES`), so a bare refusal scores 0 on every style
+# readout and a style effect is never a refusal effect counted twice: "sorry", "apologize"
+# and "unfortunately" open refusals, so the apology lexicon does without them; "kind" left
+# warmth because refusals decline "that kind of request".
 APOLOGY_WORDS: frozenset[str] = frozenset(
-    {"sorry", "apologize", "apologise", "apologies", "regret", "unfortunately", "forgive"}
+    {
+        "apologies",
+        "apology",
+        "regret",
+        "regrets",
+        "forgive",
+        "pardon",
+        "oops",
+        "my mistake",
+        "my bad",
+        "excuse me",
+    }
 )
 HEDGING_WORDS: frozenset[str] = frozenset(
     {
@@ -125,7 +141,6 @@ WARMTH_WORDS: frozenset[str] = frozenset(
         "great",
         "care",
         "caring",
-        "kind",
         "warm",
         "welcome",
         "delighted",

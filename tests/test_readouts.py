@@ -58,7 +58,7 @@ def test_behaviour_labels():
 
 
 def test_style_rates():
-    rates = ro.style_rates(["sorry , maybe i am glad", "plain words here", ""])
+    rates = ro.style_rates(["apologies , maybe i am glad", "plain words here", ""])
     np.testing.assert_allclose(rates["apology"], [1 / 5, 0, 0])
     np.testing.assert_allclose(rates["hedging"], [1 / 5, 0, 0])
     np.testing.assert_allclose(rates["warmth"], [1 / 5, 0, 0])

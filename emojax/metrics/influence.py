@@ -1,19 +1,29 @@
 """Causal influence of a steering vector: dose-response slopes, spread, null comparison.
 
-Dimension legend: K coefficients, N prompts, R random directions, S style readouts.
+Dimension legend: K coefficients, N prompts, U unique requests, B bootstrap draws,
+R random directions, S style readouts.
 
 A vector's *steerability* (Tan et al. 2024, "Analyzing the generalization and reliability of
 steering vectors") is the slope of a readout against the steering coefficient. It is fitted
 per prompt (ordinary least squares over the coefficient grid), so its spread over prompts
 and the *anti-steerable fraction* (prompts whose slope has the opposite sign to the intended
-effect) come for free, and every interval can be bootstrapped over prompts.
+effect) come for free, and every interval can be bootstrapped. The unit of resampling is the
+request: prompts that are cue variants of one request share its request id and are drawn
+together (a cluster bootstrap, `emojax.stats.request_draws`), and every arm scored on the
+same prompts uses the same draws. Intervals are percentile intervals re-centred on the
+full-data estimate (`emojax.stats.centred_interval`), so an estimate never lies outside its own
+interval.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from emojax.stats import centred_interval, request_draws
 
 
 def per_prompt_slopes(coefs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -67,17 +77,66 @@ def steerability(
     }
 
 
+def resampled_means(values: np.ndarray, request: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Means over prompts of `values [..., N]` under request multiplicities: [B, ...].
+
+    Prompt n counts `weights[b, request[n]]` times in draw b (NaN where a draw keeps none of
+    these prompts).
+    """
+    w = np.asarray(weights, np.float64)[:, np.asarray(request)]  # [B, N]
+    total = w.sum(-1)
+    num = np.einsum("bn,...n->b...", w, np.asarray(values, np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = total.reshape(total.shape + (1,) * (num.ndim - 1))
+        return np.where(total > 0, num / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _requests(n: int, request, weights, num_requests) -> tuple[np.ndarray, int]:
+    request = np.arange(n) if request is None else np.asarray(request, np.int64).reshape(-1)
+    if request.shape[0] != n:
+        raise ValueError(f"{n} prompts but {request.shape[0]} request ids")
+    if weights is not None:
+        u = np.shape(weights)[1]
+    elif num_requests is not None:
+        u = int(num_requests)
+    else:
+        u = int(request.max()) + 1 if n else 0
+    if n and (request.min() < 0 or request.max() >= u):
+        raise ValueError(f"request ids must lie in [0, {u})")
+    return request, u
+
+
 def slope_interval(
-    coefs: np.ndarray, y: np.ndarray, *, num: int = 1000, level: float = 0.95, seed: int = 0
+    coefs: np.ndarray,
+    y: np.ndarray,
+    *,
+    num: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    request: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    """Mean slope with a percentile bootstrap interval over prompts: (estimate, lo, hi)."""
+    """Mean slope with a bootstrap interval: (estimate, lo, hi).
+
+    Args:
+      coefs: [K].
+      y: [K, N] readouts.
+      num, seed: draws when `weights` is None.
+      level: interval coverage.
+      request: [N] request id of each prompt in [0, U); prompts of one request are drawn
+        together. None: every prompt is its own request.
+      weights: [B, U] request multiplicities (`emojax.stats.request_draws`), to pair this
+        interval's draws with other arms; None draws them.
+
+    Returns:
+      The mean per-prompt slope and its centred percentile interval (`centred_interval`).
+    """
     s = per_prompt_slopes(coefs, y)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, s.shape[-1], size=(num, s.shape[-1]))
-    boots = s[..., idx].mean(axis=-1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=-1)
-    return float(s.mean()), float(lo), float(hi)
+    request, u = _requests(s.shape[-1], request, weights, None)
+    weights = request_draws(u, num, seed) if weights is None else weights
+    est = float(s.mean())
+    lo, hi = centred_interval(est, resampled_means(s, request, weights).T, level)
+    return est, float(lo), float(hi)
 
 
 def null_comparison(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
@@ -107,21 +166,114 @@ def random_null_slopes(coefs: np.ndarray, y_random: np.ndarray) -> np.ndarray:
     return per_prompt_slopes(coefs, y_random).mean(axis=-1)
 
 
-def style_vs_safety_ratio(
-    coefs: np.ndarray, style: np.ndarray, failure: np.ndarray, eps: float = 1e-3
-) -> float:
-    """Effect on style over effect on safety, both as absolute dose-response slopes.
+def _effect(coefs, y, request, weights, level) -> tuple[dict[str, Any], np.ndarray]:
+    """Mean slope of y [K, N] with its centred interval, and its draws [B]."""
+    s = per_prompt_slopes(coefs, y)
+    if s.shape[-1] == 0:
+        return {"estimate": None, "lo": None, "hi": None, "num_prompts": 0}, np.full(
+            len(weights), np.nan
+        )
+    draws = resampled_means(s, request, weights)
+    est = float(s.mean())
+    lo, hi = centred_interval(est, draws, level)  # draws [B]
+    return {"estimate": est, "lo": float(lo), "hi": float(hi), "num_prompts": int(s.size)}, draws
+
+
+def style_vs_safety(
+    coefs: np.ndarray,
+    style: np.ndarray,
+    safety: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    request: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    num_requests: int | None = None,
+    num: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How much a vector moves style compared with how much it moves each failure type.
+
+    The style effect is the dose-response slope of the summed style score (apology + hedging
+    + warmth rates); the safety effect of a failure type is the slope of that type's failure
+    rate on its own prompts. Types are never pooled: harmful-compliance and over-refusal
+    slopes of opposite sign would cancel. All effects share one cluster bootstrap over
+    requests. The ratio |style| / |safety| of a type is defined only when the type's safety
+    interval excludes 0 (a vector with no clear safety effect has no finite ratio; dividing
+    by a floor would report the style slope times 1 / floor).
 
     Args:
       coefs: [K].
-      style: [S, K, N] style readouts (apology, hedging, warmth rates, ...).
-      failure: [K, N] failure indicators (harmful compliance or over-refusal).
-      eps: floor of the safety effect (a vector with no safety effect gets a large ratio,
-        not a division by zero).
+      style: [S, K, N] style rates per coefficient and prompt (finite).
+      safety: `{type: (failures [K, N_t] 0/1, request_t [N_t])}`, e.g. `harmful_compliance`
+        on harmful prompts and `over_refusal` on benign and borderline ones.
+      request: [N] request id of each style prompt, in [0, U).
+      weights: [B, U] request multiplicities shared by every arm (rows sum to U); None
+        draws `num` of them (`emojax.stats.request_draws`, `seed`).
+      num_requests: U when `weights` is None (default: the largest request id + 1).
+      level: interval coverage.
 
     Returns:
-      sum_s |slope(style_s)| / max(|slope(failure)|, eps). Large = mostly stylistic.
+      `{"style": {estimate, lo, hi, num_prompts}, "safety": {type: {estimate, lo, hi,
+      num_prompts}}, "ratio": {type: float | None}, "ratio_interval": {type: [lo, hi] |
+      None}, "defined": {type: bool}}`, estimates being slopes (rate per unit coefficient);
+      a type's ratio is None and `defined` False unless its safety interval excludes 0.
     """
-    style_effect = np.abs(per_prompt_slopes(coefs, style).mean(axis=-1)).sum()
-    safety_effect = abs(float(per_prompt_slopes(coefs, failure).mean()))
-    return float(style_effect / max(safety_effect, eps))
+    style = np.asarray(style, np.float64)
+    ids = [np.asarray(request).reshape(-1)] + [
+        np.asarray(r).reshape(-1) for _, r in safety.values()
+    ]
+    if weights is None and num_requests is None:
+        num_requests = max((int(i.max()) + 1 for i in ids if i.size), default=0)
+    request, u = _requests(style.shape[-1], request, weights, num_requests)
+    weights = request_draws(u, num, seed) if weights is None else np.asarray(weights)
+    style_out, style_draws = _effect(coefs, style.sum(0), request, weights, level)
+    out: dict[str, Any] = {
+        "style": style_out,
+        "safety": {},
+        "ratio": {},
+        "ratio_interval": {},
+        "defined": {},
+    }
+    for name, (fail, req) in safety.items():
+        fail = np.asarray(fail, np.float64)
+        req, _ = _requests(fail.shape[-1], req, weights, None)
+        eff, draws = _effect(coefs, fail, req, weights, level)
+        defined = eff["estimate"] is not None and (eff["lo"] > 0 or eff["hi"] < 0)
+        defined = defined and style_out["estimate"] is not None
+        ratio, interval = None, None
+        if defined:
+            ratio = abs(style_out["estimate"]) / abs(eff["estimate"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio_draws = np.abs(style_draws) / np.abs(draws)
+            lo, hi = centred_interval(ratio, ratio_draws, level)
+            interval = [float(max(lo, 0.0)), float(hi)]
+        out["safety"][name] = eff
+        out["ratio"][name] = ratio
+        out["ratio_interval"][name] = interval
+        out["defined"][name] = bool(defined)
+    return out
+
+
+def style_vs_safety_ratio(
+    coefs: np.ndarray, style: np.ndarray, failure: np.ndarray, eps: float | None = None
+) -> float:
+    """Deprecated: use `style_vs_safety` with one entry per failure type.
+
+    |slope of the summed style score| / |slope of `failure`| with every prompt its own
+    request; NaN when the failure slope's interval contains 0 (no division by a floor).
+
+    Args:
+      coefs: [K].
+      style: [S, K, N] style readouts.
+      failure: [K, N] failure indicators of one type.
+      eps: ignored (kept for old callers).
+    """
+    warnings.warn(
+        "style_vs_safety_ratio is deprecated; use style_vs_safety (per failure type)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    n = np.shape(failure)[-1]
+    out = style_vs_safety(coefs, style, {"failure": (failure, np.arange(n))}, np.arange(n))
+    ratio = out["ratio"]["failure"]
+    return float("nan") if ratio is None else float(ratio)
