@@ -177,6 +177,29 @@ class Intervention:
             cap_max=jnp.asarray(max_value, jnp.float32).reshape(1),
         )
 
+    @classmethod
+    def from_control_vector(
+        cls, config: ModelConfig, path: str, scale: float = 1.0, *, final: str = "error"
+    ) -> Intervention:
+        """Reads a llama.cpp / repeng control-vector GGUF file (`direction.k` tensors).
+
+        `direction.k` is added, times `scale`, to `resid[k + 1]` at every position (the
+        mapping and its source are in `emojax.control_vector`).
+
+        Args:
+          config: the model config.
+          path: the control-vector `.gguf` file.
+          scale: strength multiplier (llama.cpp's `--control-vector-scaled FILE:SCALE`).
+          final: "error" or "drop" for `direction.(L-1)`, the last block's output, which
+            no Intervention reaches.
+
+        Returns:
+          The intervention.
+        """
+        from emojax.control_vector import load_intervention
+
+        return load_intervention(config, path, scale, final=final)
+
     def __add__(self, other: Intervention) -> Intervention:
         if not isinstance(other, Intervention):
             return NotImplemented

@@ -134,6 +134,27 @@ class VectorSet:
             json.dump(header, f, indent=2)
         return base + ".safetensors", base + ".json"
 
+    def export_control_vector(
+        self,
+        concept: str,
+        path: str,
+        *,
+        layers: int | Sequence[int] | None = None,
+        coef: float = 1.0,
+        model_hint: str | None = None,
+    ) -> str:
+        """Writes `concept` as a llama.cpp / repeng control-vector GGUF file; returns its path.
+
+        Site `l` (2 <= l <= num_layers) becomes `direction.(l-1)` holding
+        `steering_vector(concept, l, coef)`; see `emojax.control_vector`. `layers=None` exports
+        the concept's selected layer (`metadata["selected_layer"]`).
+        """
+        from emojax.control_vector import export_vector_set
+
+        return export_vector_set(
+            self, concept, path, layers=layers, coef=coef, model_hint=model_hint
+        )
+
     @classmethod
     def load_safetensors(cls, path: str) -> VectorSet:
         """Reads a set written by `export_safetensors` (path with or without extension)."""
