@@ -44,6 +44,7 @@ import numpy as np
 
 from emojax import readouts as ro
 from emojax import results as res
+from emojax import stats
 from emojax.config import ModelConfig
 from emojax.generate import decode_tokens
 from emojax.interventions import Intervention
@@ -58,7 +59,7 @@ CONTROLS = ("harm_salience", "caution", "refusal")
 STYLE_KEYS = ("apology", "hedging", "warmth", "length")
 BEHAVIOUR_KEYS = ("refused", "harmful_compliance", "over_refusal")
 # Keys of a config's `sweep` section that choose the inputs, read by scripts, not run_sweep.
-INPUT_KEYS = ("method", "prompts_per_kind", "neutral_prompts")
+INPUT_KEYS = ("method", "prompts_per_kind", "requests_per_kind", "neutral_prompts")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +81,13 @@ def default_config() -> dict[str, Any]:
         whose last-position activation is projected on every concept direction (the
         directions and norm unit of vector layer min(r, L_v - 1)); only conditions injected
         below r get projections.
-      joint_controls / joint_emotions / joint_coefs: the joint grid for Δ_steer.
+      joint_controls / joint_emotions / joint_coefs: the joint grids for Δ_steer: each
+        shared control (the refusal direction) x each partner, on a K' x K' coefficient
+        grid. Partners form three arms of equal-shaped grids: `joint_control_partners`
+        (the controls arm: harm-salience, caution), `joint_emotions` (the emotion arm) and
+        the first `joint_random` random directions (the random-direction null arm).
+      joint_control_partners: non-emotional partners of the controls arm.
+      joint_random: random directions paired with each shared control (the null of Δ_steer).
       kappas: KL budgets (nats, mean over neutral prompts) for Δ_steer.
       memory_mb: activation memory budget per program (sets the chunk sizes). On CPUs a
         small budget (tens of MB: batches that stay in cache) is fastest; on accelerators
@@ -97,7 +104,9 @@ def default_config() -> dict[str, Any]:
         max_new_tokens=10,
         readout_layer=-1,
         joint_controls=("refusal",),
+        joint_control_partners=("harm_salience", "caution"),
         joint_emotions=EMOTIONS,
+        joint_random=16,
         joint_coefs=(-0.5, -0.25, 0.0, 0.25, 0.5),
         kappas=(0.05, 0.1, 0.25),
         memory_mb=64,
@@ -118,13 +127,51 @@ def _resolve_config(config: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown sweep config keys {sorted(unknown)}; known: {sorted(out)}")
     out.update(config)
-    for k in ("layers", "coefs", "joint_controls", "joint_emotions", "joint_coefs", "kappas"):
+    keys = ("layers", "coefs", "joint_controls", "joint_control_partners", "joint_emotions")
+    for k in keys + ("joint_coefs", "kappas"):
         out[k] = tuple(out[k])
+    if out["joint_random"] > out["num_random"]:
+        raise ValueError(
+            f"joint_random={out['joint_random']} exceeds num_random={out['num_random']}"
+        )
     if out["vectors"] is not None:
         out["vectors"] = tuple(out["vectors"])
     if out["joint_emotions"] and not any(c == 0 for c in out["joint_coefs"]):
         raise ValueError("joint_coefs must contain 0 (the controls-alone points of Δ_steer)")
     return out
+
+
+ARMS = ("controls", "emotion", "random")
+
+
+def _arm_of(cfg: dict[str, Any], partner: str) -> str:
+    if partner in cfg["joint_control_partners"]:
+        return "controls"
+    return "emotion" if partner in cfg["joint_emotions"] else "random"
+
+
+def joint_pairs(
+    cfg: dict[str, Any], names: Sequence[str], num_named: int
+) -> tuple[list[tuple[int, int]], list[str]]:
+    """The joint grids of Δ_steer: (shared control, partner) vector indices and each one's arm.
+
+    Every shared control (the refusal direction) is paired with every non-emotional partner
+    (the controls arm), every emotion (the emotion arm) and the first `joint_random` random
+    directions (the null arm), so the three arms search grids of the same shape.
+    """
+    named = list(names[:num_named])
+    randoms = [n for n in names[num_named:]][: cfg["joint_random"]]
+    partners = [p for p in cfg["joint_control_partners"] + cfg["joint_emotions"] if p in named]
+    pairs, arms = [], []
+    for c in cfg["joint_controls"]:
+        if c not in named:
+            continue
+        for p in partners + randoms:
+            if p == c:
+                continue
+            pairs.append((list(names).index(c), list(names).index(p)))
+            arms.append(_arm_of(cfg, p))
+    return pairs, arms
 
 
 def resolve_layers(layers: Sequence[float | int], num_layers: int) -> tuple[int, ...]:
@@ -151,6 +198,10 @@ class SweepPrompts:
       neutral_tokens: int32 [M, T'] neutral text (KL at the last position, cross-entropy).
       neutral_mask: int32 [M, T'].
       ids: N prompt ids (for the record).
+      request: int [N] index of each prompt's underlying request (cue and framing variants
+        of one request share it; the unit of every resampling). Default: one per prompt.
+      num_requests: U, the size of the request index space (requests may be shared with
+        other prompt sets of the same analysis, so U can exceed the number used here).
     """
 
     tokens: np.ndarray
@@ -160,8 +211,16 @@ class SweepPrompts:
     neutral_tokens: np.ndarray
     neutral_mask: np.ndarray
     ids: tuple[str, ...] = ()
+    request: np.ndarray | None = None
+    num_requests: int = 0
 
     def __post_init__(self):
+        if self.request is None:
+            self.request = np.arange(len(self.tokens))
+        self.request = np.asarray(self.request, np.int32)
+        self.num_requests = int(max(self.num_requests, self.request.max(initial=-1) + 1))
+        if self.request.shape != (len(self.tokens),) or self.request.min(initial=0) < 0:
+            raise ValueError("request must be [N] non-negative request indices")
         self.tokens = np.asarray(self.tokens, np.int32)
         self.mask = np.asarray(self.mask, np.int32)
         self.harmful = np.asarray(self.harmful, bool)
@@ -179,8 +238,9 @@ class SweepPrompts:
 
     def fingerprint(self) -> str:
         return res.fingerprint(
-            [self.tokens, self.mask, self.harmful, self.neutral_tokens, self.neutral_mask]
-        )
+            [self.tokens, self.mask, self.harmful, self.neutral_tokens, self.neutral_mask,
+             self.request]
+        )  # fmt: skip
 
     @classmethod
     def from_texts(
@@ -194,6 +254,8 @@ class SweepPrompts:
         template_source: Any = None,
         pad_multiple: int = 16,
         ids: Sequence[str] = (),
+        request: Sequence[int] | None = None,
+        num_requests: int = 0,
     ) -> SweepPrompts:
         """Formats `eval_texts` through the chat template and tokenises everything.
 
@@ -212,8 +274,9 @@ class SweepPrompts:
         tokens, mask = left_pad(ev, pad_id, rnd(max(map(len, ev))))
         ntokens, nmask = left_pad(ne, pad_id, rnd(max(map(len, ne))))
         return cls(
-            tokens, mask, np.asarray(harmful, bool), tuple(kinds), ntokens, nmask, tuple(ids)
-        )
+            tokens, mask, np.asarray(harmful, bool), tuple(kinds), ntokens, nmask, tuple(ids),
+            None if request is None else np.asarray(request), num_requests,
+        )  # fmt: skip
 
     @classmethod
     def from_concepts(
@@ -769,12 +832,7 @@ def run_sweep(
     readout_layer = cfg["readout_layer"] % (mcfg.num_layers + 1)
     dir_layer = min(readout_layer, vecs.vectors.shape[1] - 1)
     named = vecs.names[: vecs.num_named]
-    pairs = [
-        (named.index(c), named.index(e))
-        for c in cfg["joint_controls"]
-        for e in cfg["joint_emotions"]
-        if c in named and e in named
-    ]
+    pairs, _ = joint_pairs(cfg, vecs.names, vecs.num_named)
     cond = build_conditions(
         layers,
         len(vecs.names),
@@ -1067,6 +1125,7 @@ def _to_grids(
     arrays["base_nll"] = np.asarray(base_nll)
     arrays["base_tokens"] = base_tokens.astype(np.int32)
     arrays["harmful"] = prompts.harmful
+    arrays["request"] = prompts.request
     named_v = vecs.vectors[: vecs.num_named]
     arrays["vector_cosine"] = np.stack(
         [modularity.cosine_matrix(named_v[:, l], named_v[:, l]) for l in layers]
@@ -1078,9 +1137,11 @@ def _to_grids(
         "concepts": list(named),
         "layers": list(layers),
         "coefs": list(cfg["coefs"]),
-        "joint_pairs": [[named[c], named[e]] for c, e in pairs],
+        "joint_pairs": [[vecs.names[c], vecs.names[e]] for c, e in pairs],
+        "joint_arms": [_arm_of(cfg, vecs.names[e]) for _, e in pairs],
         "joint_coefs": list(cfg["joint_coefs"]),
         "kinds": list(prompts.kinds),
+        "num_requests": int(prompts.num_requests),
         "prompt_ids": list(prompts.ids),
         "readout_layer": int(readout_layer),
         "readout_direction_layer": int(min(readout_layer, vecs.vectors.shape[1] - 1)),
@@ -1106,8 +1167,9 @@ def summarize(results: SweepResults) -> dict[str, Any]:
       cross_steering: matrix [I_named, J], selectivity [I_named],
         offtarget_kl_per_unit_effect [I_named], cosine [I_named, I_named] between the
         steering directions at the layer (emotions vs controls), rows/cols names;
-      style_vs_safety[vector]; delta_steer[emotion][kappa]: delta, lo, hi, best_controls,
-        best_with_emotion.
+      style_vs_safety[vector]; delta_steer[failure type][kappa]: estimate, lo, hi,
+        controls_rate, emotion_rate, null_p (emotion arm vs controls arm, cross-fitted,
+        request bootstrap; `delta_steer_from_sweep`).
     """
     arr, meta = results.arrays, results.meta
     cfg = meta["config"]
@@ -1118,16 +1180,20 @@ def summarize(results: SweepResults) -> dict[str, Any]:
     harmful = np.asarray(arr["harmful"], bool)
     seed, nboot = cfg["seed"], cfg["num_bootstrap"]
     out: dict[str, Any] = {}
+    request = np.asarray(arr.get("request", np.arange(len(harmful))))
+    num_requests = int(meta.get("num_requests", 0)) or int(request.max(initial=-1) + 1)
+    draws = stats.request_draws(num_requests, nboot, seed)  # shared by every statistic here
     for a, layer in enumerate(meta["layers"]):
+        # Failure types stay separate: never pooled into one label.
         readouts = {
-            "refusal_score": arr["grid_refusal_score"][a],
-            "harmful_compliance": arr["grid_harmful_compliance"][a][..., harmful],
-            "over_refusal": arr["grid_over_refusal"][a][..., ~harmful],
-            "failure": np.fmax(arr["grid_harmful_compliance"][a], arr["grid_over_refusal"][a]),
-        }
+            "refusal_score": (arr["grid_refusal_score"][a], request),
+            "harmful_compliance": (arr["grid_harmful_compliance"][a][..., harmful],
+                                   request[harmful]),
+            "over_refusal": (arr["grid_over_refusal"][a][..., ~harmful], request[~harmful]),
+        }  # fmt: skip
         steer: dict[str, Any] = {nm: {} for nm in names[:num_named]}
         null: dict[str, Any] = {}
-        for rname, y in readouts.items():
+        for rname, (y, req) in readouts.items():
             if y.shape[-1] == 0:
                 continue
             rand = y[num_named:]
@@ -1144,34 +1210,49 @@ def summarize(results: SweepResults) -> dict[str, Any]:
                 if np.isnan(y[i]).any():
                     continue
                 st = influence.steerability(coefs, y[i])
-                est, lo, hi = influence.slope_interval(coefs, y[i], num=nboot, seed=seed)
+                est, lo, hi = influence.slope_interval(coefs, y[i], request=req, weights=draws)
                 entry = {k: v for k, v in st.items() if k != "per_prompt"}
                 entry["ci"] = [lo, hi]
                 if null_slopes.size >= 2:
                     cmp = influence.null_comparison(np.asarray(st["slope"]), null_slopes)
                     entry["null_z"], entry["null_p"] = float(cmp["z"]), float(cmp["p"])
                 steer[names[i]][rname] = entry
-        proj = arr["grid_projection"][a][:num_named]  # [I, K, N, J]
-        matrix = modularity.cross_steering_matrix(coefs, proj)
+        proj = arr["grid_projection"][a]  # [I, K, N, J]
+        matrix = modularity.cross_steering_matrix(coefs, proj[:num_named])
         own = [concepts.index(nm) for nm in names[:num_named]]
         target = np.stack([proj[i, ..., own[i]] for i in range(num_named)])
+        selectivity = modularity.selectivity(matrix, own)
         cross = {
             "rows": names[:num_named],
             "cols": concepts,
             "matrix": matrix.tolist(),
-            "selectivity": modularity.selectivity(matrix, own).tolist(),
+            "selectivity": selectivity.tolist(),
             "offtarget_kl_per_unit_effect": modularity.offtarget_kl_per_unit_effect(
                 coefs, arr["grid_kl"][a][:num_named], target
             ).tolist(),
             "cosine": arr["vector_cosine"][a].tolist() if "vector_cosine" in arr else None,
         }
+        if len(names) - num_named >= 2:  # random directions scored against each target
+            m_rand = modularity.cross_steering_matrix(coefs, proj[num_named:])
+            sel_null = modularity.selectivity_null(m_rand, own, selectivity)
+            cross["selectivity_null_p"] = np.asarray(sel_null["p"]).tolist()
         style = {}
-        failure = readouts["failure"]
         for i in range(num_named):
             sty = np.stack([arr[f"grid_{k}"][a][i] for k in ("apology", "hedging", "warmth")])
-            if not np.isnan(sty).any() and not np.isnan(failure[i]).any():
-                style[names[i]] = influence.style_vs_safety_ratio(coefs, sty, failure[i])
-        delta = _delta_steer(arr, meta, a, nboot, seed)
+            safety = {t: (y[i], req) for t, (y, req) in readouts.items() if t in FAILURE_TYPES}
+            if np.isnan(sty).any() or any(np.isnan(v[0]).any() for v in safety.values()):
+                continue
+            style[names[i]] = _jsonable(
+                influence.style_vs_safety(coefs, sty, safety, request, weights=draws)
+            )
+        delta = {}
+        if "joint_harmful_compliance" in arr and "emotion" in meta.get("joint_arms", ["emotion"]):
+            for ftype in FAILURE_TYPES:
+                delta[ftype] = {}
+                for kappa in cfg["kappas"]:
+                    d = delta_steer_from_sweep(results, a, ftype, kappa, weights=draws,
+                                               seed=seed)  # fmt: skip
+                    delta[ftype][str(kappa)] = _delta_summary(d)
         out[str(layer)] = {
             "steerability": steer,
             "null": null,
@@ -1182,22 +1263,154 @@ def summarize(results: SweepResults) -> dict[str, Any]:
     return out
 
 
-def _delta_steer(arr, meta, a, nboot, seed) -> dict[str, Any]:
+FAILURE_TYPES = ("harmful_compliance", "over_refusal")
+
+
+@dataclasses.dataclass
+class JointArms:
+    """The Δ_steer grids of one sweep layer for one failure type, arm by arm.
+
+    Dimension legend: G cells of an arm (its grids' coefficient pairs, flattened), Q random
+    partners, N_t prompts of the failure type, N_o prompts of the other type, M neutral.
+
+    Attributes:
+      failure_type: 'harmful_compliance' (harmful prompts) or 'over_refusal' (the others).
+      fail: arm -> [G, N_t] failure indicators ('controls', 'emotion'); 'random' [Q, G', N_t].
+      other: the other failure type's indicators on its prompts, same layout.
+      kl: arm -> [G, M] KL(unsteered ‖ steered) on neutral prompts; 'random' [Q, G', M].
+      zero: arm -> the arm's unsteered cell (both coefficients 0, first grid).
+      request: int [N_t] request index of the type's prompts; other_request [N_o].
+      num_requests: U.
+      partners: arm -> partner vector names, one per grid.
+    """
+
+    failure_type: str
+    fail: dict[str, np.ndarray]
+    other: dict[str, np.ndarray]
+    kl: dict[str, np.ndarray]
+    zero: dict[str, int]
+    request: np.ndarray
+    other_request: np.ndarray
+    num_requests: int
+    partners: dict[str, list[str]]
+
+
+def joint_arms(results: SweepResults, layer_pos: int, failure_type: str) -> JointArms:
+    """Splits a sweep's joint grids into the controls, emotion and random-direction arms."""
+    arr, meta = results.arrays, results.meta
+    if failure_type not in FAILURE_TYPES:
+        raise ValueError(f"failure_type must be one of {FAILURE_TYPES}, not {failure_type!r}")
     if "joint_harmful_compliance" not in arr:
-        return {}
-    pairs = meta["joint_pairs"]
-    jc = np.asarray(meta["joint_coefs"])
-    zero_b = np.isclose(jc, 0.0)
-    fail = np.fmax(arr["joint_harmful_compliance"][a], arr["joint_over_refusal"][a])  # [P,K,K,N]
-    kl = arr["joint_kl"][a]  # [P, K, K, M]
-    out: dict[str, Any] = {}
-    for emotion in sorted({e for _, e in pairs}):
-        sel = [p for p, (_, e) in enumerate(pairs) if e == emotion]
-        f = fail[sel].reshape(-1, fail.shape[-1])
-        k = kl[sel].reshape(-1, kl.shape[-1])
-        ctrl = np.broadcast_to(zero_b[None, None, :], fail[sel].shape[:3]).reshape(-1)
-        out[emotion] = {}
-        for kappa in meta["config"]["kappas"]:
-            d = incremental.incremental_steering_value(f, k, ctrl, kappa, num=nboot, seed=seed)
-            out[emotion][str(kappa)] = {key: v for key, v in d.items() if key != "samples"}
+        raise ValueError("the sweep has no joint grids (sweep.joint_* config)")
+    harmful = np.asarray(arr["harmful"], bool)
+    request = np.asarray(arr.get("request", np.arange(len(harmful))), np.int64)
+    cols = harmful if failure_type == "harmful_compliance" else ~harmful
+    other_type = FAILURE_TYPES[1 - FAILURE_TYPES.index(failure_type)]
+    arms = meta.get("joint_arms") or ["emotion"] * len(meta["joint_pairs"])
+    jc = np.asarray(meta["joint_coefs"], np.float64)
+    k0 = int(np.flatnonzero(np.isclose(jc, 0.0))[0])
+    zero = k0 * len(jc) + k0  # the (0, 0) cell of the first grid of an arm
+    fail, other, kl, partners = {}, {}, {}, {}
+    for arm in ARMS:
+        sel = [p for p, a in enumerate(arms) if a == arm]
+        if not sel:
+            continue
+        f = arr[f"joint_{failure_type}"][layer_pos][sel][..., cols]  # [P, K, K, N_t]
+        o = arr[f"joint_{other_type}"][layer_pos][sel][..., ~cols]
+        k = arr["joint_kl"][layer_pos][sel]  # [P, K, K, M]
+        p = len(sel)
+        if arm == "random":
+            fail[arm] = f.reshape(p, -1, f.shape[-1])
+            other[arm] = o.reshape(p, -1, o.shape[-1])
+            kl[arm] = k.reshape(p, -1, k.shape[-1])
+        else:
+            fail[arm] = f.reshape(-1, f.shape[-1])
+            other[arm] = o.reshape(-1, o.shape[-1])
+            kl[arm] = k.reshape(-1, k.shape[-1])
+        partners[arm] = [meta["joint_pairs"][q][1] for q in sel]
+    return JointArms(
+        failure_type=failure_type,
+        fail=fail,
+        other=other,
+        kl=kl,
+        zero={arm: zero for arm in fail},
+        request=request[cols],
+        other_request=request[~cols],
+        num_requests=int(meta.get("num_requests", request.max(initial=-1) + 1)),
+        partners=partners,
+    )
+
+
+def delta_steer_from_sweep(
+    results: SweepResults,
+    layer_pos: int,
+    failure_type: str,
+    kappa: float,
+    *,
+    weights: np.ndarray | None = None,
+    neutral_weights: np.ndarray | None = None,
+    tolerance: float | None = None,
+    num_folds: int = 5,
+    num_splits: int = 4,
+    num_null: int = 16,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Δ_steer of one failure type at one sweep layer, with its random-direction null.
+
+    Calls `emojax.metrics.incremental.delta_steer` (controls arm vs emotion arm) and
+    `delta_steer_null` (controls arm vs arms of random directions of the same shape) on the
+    arms of `joint_arms`. `weights` [R, U] are the shared request draws (paired across arms,
+    failure types and axis points); `tolerance` bounds how much the other failure type may
+    rise at the chosen cell (None: the KL budget alone).
+    """
+    arms = joint_arms(results, layer_pos, failure_type)
+    common = dict(
+        num_requests=arms.num_requests,
+        neutral_weights=neutral_weights,
+        num_folds=num_folds,
+        num_splits=num_splits,
+        seed=seed,
+        other_request=arms.other_request if tolerance is not None else None,
+        tolerance=tolerance,
+    )
+    other = (lambda a: arms.other[a]) if tolerance is not None else (lambda a: None)
+    out = incremental.delta_steer(
+        arms.fail["controls"], arms.fail["emotion"], arms.kl["controls"], arms.kl["emotion"],
+        arms.request, kappa, weights=weights, other_controls=other("controls"),
+        other_emotion=other("emotion"), zero_controls=arms.zero["controls"],
+        zero_emotion=arms.zero["emotion"], **common,
+    )  # fmt: skip
+    out["partners"] = arms.partners
+    if "random" in arms.fail and num_null:
+        null = incremental.delta_steer_null(
+            arms.fail["controls"], arms.fail["random"], arms.kl["controls"], arms.kl["random"],
+            arms.request, kappa, arm_size=len(arms.partners["emotion"]), num_null=num_null,
+            other_controls=other("controls"), other_random=other("random"),
+            zero_controls=arms.zero["controls"], zero_random=arms.zero["random"],
+            observed=out["estimate"], **common,
+        )  # fmt: skip
+        out["null"] = null
     return out
+
+
+
+
+def _delta_summary(d: dict[str, Any]) -> dict[str, Any]:
+    keys = ("estimate", "lo", "hi", "controls_rate", "emotion_rate", "half_width_hi")
+    out = {k: float(d[k]) for k in keys if k in d}
+    if "null" in d:
+        out["null_p"] = float(d["null"]["p_value"])
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    """numpy scalars and arrays inside a result dict -> plain Python (for summary.json)."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x

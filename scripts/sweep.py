@@ -174,6 +174,14 @@ def plot(res: sweep.SweepResults, workdir: str, title: str) -> None:
     plt.close(fig)
 
 
+def _style_cell(entry) -> str:
+    """Style/safety ratio per failure type, or 'not defined' (safety interval covers 0)."""
+    if not entry:
+        return "–"
+    cells = [f"{t}: {r:.2f}" for t, r in entry["ratio"].items() if r is not None]
+    return ", ".join(cells) if cells else "not defined"
+
+
 def report(res: sweep.SweepResults, title: str) -> str:
     lines = [f"# Steering sweep: {title}", ""]
     for layer, s in res.summary.items():
@@ -194,13 +202,14 @@ def report(res: sweep.SweepResults, title: str) -> str:
                 f"{r.get('null_z', float('nan')):+.1f} | {f.get('slope', float('nan')):+.3f} | "
                 f"{r.get('anti_steerable_fraction', float('nan')):.2f} | "
                 f"{cs['selectivity'][i]:.2f} | "
-                f"{s['style_vs_safety'].get(vec, float('nan')):.2f} |"
+                f"{_style_cell(s['style_vs_safety'].get(vec))} |"
             )
-        for emotion, per in s["delta_steer"].items():
+        for ftype, per in s["delta_steer"].items():
             for kappa, d in per.items():
                 lines.append(
-                    f"- Δ_steer({emotion}, κ={kappa}) = {d['delta']:.3f} "
-                    f"[{d['lo']:.3f}, {d['hi']:.3f}]"
+                    f"- Δ_steer({ftype}, κ={kappa}) = {d['estimate']:+.3f} "
+                    f"[{d['lo']:+.3f}, {d['hi']:+.3f}], random-direction null p = "
+                    f"{d.get('null_p', float('nan')):.2f}"
                 )
         lines.append("")
     return "\n".join(lines)

@@ -49,10 +49,10 @@ def test_cross_steering_matrix_and_selectivity():
     m = modularity.cross_steering_matrix(COEFS, readouts)
     np.testing.assert_allclose(m, true, atol=0.02)
     sel = modularity.selectivity(true)
-    np.testing.assert_allclose(sel[:2], [4.0, 5.0])
+    np.testing.assert_allclose(sel[:2], [8.0, 10.0])  # |M_ii| / mean_j≠i |M_ij|
     assert np.isnan(sel[2]) or sel[2] == np.inf or sel[2] == 0  # all-zero row
     np.testing.assert_allclose(
-        modularity.selectivity(true, own=[1, 0, 2])[:2], [0.5 / 2, 0.1 / 1.1]
+        modularity.selectivity(true, own=[1, 0, 2])[:2], [0.5, 0.1 / 0.55]
     )
 
 

@@ -117,7 +117,9 @@ SMALL = dict(
     num_random=3,
     max_new_tokens=4,
     joint_controls=("refusal",),
+    joint_control_partners=("caution",),
     joint_emotions=("concern",),
+    joint_random=2,
     joint_coefs=(0.0, 2.0),
     kappas=(0.5,),
     memory_mb=0.15,  # tiny budget: one condition per chunk, prompts in padded blocks of 4
@@ -210,7 +212,12 @@ def test_sweep_equals_loop_of_single_condition_forwards(setup, tmp_path):
     s = result.summary[str(layer)]
     assert set(s["steerability"]) == set(vectors.concepts)
     assert np.asarray(s["cross_steering"]["matrix"]).shape == (6, 6)
-    assert "concern" in s["delta_steer"] and s["delta_steer"]["concern"]["0.5"]["delta"] >= 0
+    # Arms of equal grid shape: controls (refusal x caution), emotion, random null.
+    assert result.meta["joint_arms"] == ["controls", "emotion", "random", "random"]
+    for ftype in ("harmful_compliance", "over_refusal"):
+        d = s["delta_steer"][ftype]["0.5"]
+        assert d["lo"] <= d["estimate"] <= d["hi"]
+        assert 0.0 <= d["null_p"] <= 1.0
     loaded = sweep.SweepResults.load(str(tmp_path))
     np.testing.assert_array_equal(loaded.arrays["grid_tokens"], result.arrays["grid_tokens"])
 
