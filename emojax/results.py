@@ -156,8 +156,10 @@ def file_sha256(path: str, chunk_bytes: int = 1 << 22) -> str:
 
 
 def model_hash(model_dir: str) -> dict[str, str]:
-    """SHA-256 of the weight and config files of a checkpoint directory."""
+    """SHA-256 of the weight and config files of a checkpoint directory (or of a .gguf file)."""
     out = {}
+    if os.path.isfile(model_dir) and model_dir.endswith(".gguf"):
+        return {os.path.basename(model_dir): file_sha256(model_dir)[:16]}
     if not os.path.isdir(model_dir):
         return out
     for name in sorted(os.listdir(model_dir)):

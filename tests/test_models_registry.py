@@ -161,5 +161,9 @@ def test_registered_name_loads_like_a_path(local_index, tmp_path):
     by_path = emojax.load_model(file, tokenizer=False)
     assert by_name.path == models.model_path("tiny-qwen2").as_posix()
     assert by_name.config == by_path.config
+    # Provenance hashes the file (results.model_hash takes a .gguf file as well as a directory).
+    from emojax import results
+
+    assert results.model_hash(by_name.path) == {"model.gguf": fake_entry(payload).sha256[:16]}
     with pytest.raises(KeyError, match="not a registered model"):
         models.ensure_model("no-such-model")
