@@ -51,9 +51,7 @@ def test_cross_steering_matrix_and_selectivity():
     sel = modularity.selectivity(true)
     np.testing.assert_allclose(sel[:2], [8.0, 10.0])  # |M_ii| / mean_j≠i |M_ij|
     assert np.isnan(sel[2]) or sel[2] == np.inf or sel[2] == 0  # all-zero row
-    np.testing.assert_allclose(
-        modularity.selectivity(true, own=[1, 0, 2])[:2], [0.5, 0.1 / 0.55]
-    )
+    np.testing.assert_allclose(modularity.selectivity(true, own=[1, 0, 2])[:2], [0.5, 0.1 / 0.55])
 
 
 def test_offtarget_kl_per_unit_effect():
