@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -199,3 +202,190 @@ def test_bench_probes_small() -> None:
     out = probes.bench_probes(num_prompts=100, num_features=4, num_layers=2, num_folds=3)
     assert out["num_probes"] == 2 * 2 * 3 * 4
     assert out["max_auroc_diff"] < 0.005 and out["speedup"] > 0
+
+
+# ----------------------------------------------------------------------------------------
+# Δ_mon per failure type: request-grouped CV, cluster bootstrap with refits, random null.
+# Every test uses one shape (144 prompts: 48 requests x 3 cues, in an id space of 144 so the
+# prompt-level comparison fits too; 60 draws) so each program compiles once (~6 s of CPU).
+
+_DM = dict(num_folds=4, l2_grid=(1e-2, 1e-1, 1.0), num_draws=60, num_requests=144)
+_DM_NULL = dict(num_folds=4, l2_grid=(1e-2, 1e-1, 1.0), num_null=16, arm_size=3, num_requests=144)
+
+
+def _clustered(seed, signal=0.0, num_requests=48, cues=3, prompt_noise=0.3):
+    """Requests x cues with request-level labels driven by control 0 (+ emotion 0 x signal).
+
+    Every feature is a request-level value plus prompt noise; the 48 random-direction
+    columns are drawn like the emotion columns, so under signal = 0 the two are exchangeable.
+    """
+    rs = np.random.default_rng(seed)
+    request = np.repeat(np.arange(num_requests), cues)
+    n = len(request)
+    zc = rs.normal(size=(num_requests, 4))
+    ze = rs.normal(size=(num_requests, 3 + 48))
+    logit = 2.0 * zc[:, 0] - 0.5 + signal * ze[:, 0]
+    y = (rs.uniform(size=num_requests) < 1 / (1 + np.exp(-logit)))[request].astype(np.float32)
+    xc = (zc[request] + prompt_noise * rs.normal(size=(n, 4))).astype(np.float32)
+    xz = (ze[request] + prompt_noise * rs.normal(size=(n, 51))).astype(np.float32)
+    return xc, xz[:, :3], y, request, xz[:, 3:].T
+
+
+def test_stratified_grouped_folds_never_split_a_request() -> None:
+    rs = np.random.default_rng(0)
+    u, k = 37, 5
+    request = rs.integers(0, u - 3, size=150)  # ids u-3.. have no prompts
+    y = (rs.uniform(size=u) < 0.3)[request] * (rs.uniform(size=150) < 0.8)
+    folds_u = np.asarray(
+        probes.stratified_grouped_folds(jax.random.key(1), y, request, k, num_requests=u)
+    )
+    folds = folds_u[request]
+    for r in np.unique(request):
+        assert len(np.unique(folds[request == r])) == 1
+    present = np.unique(request)
+    failing = np.unique(request[y == 1])
+    assert np.ptp(np.bincount(folds_u[present], minlength=k)) <= 1
+    assert np.ptp(np.bincount(folds_u[failing], minlength=k)) <= 1
+    # A plain stratified split over prompts does split requests (what grouping fixes).
+    plain = np.asarray(probes.stratified_folds(jax.random.key(1), y, k))
+    assert any(len(np.unique(plain[request == r])) > 1 for r in present)
+    # In a bootstrap draw, copies stay together and absent requests do not unbalance folds.
+    w = np.bincount(rs.integers(0, u, size=u), minlength=u)
+    folds_w = np.asarray(
+        probes.stratified_grouped_folds(
+            jax.random.key(2), y, request, k, num_requests=u, request_weights=w
+        )
+    )
+    drawn = np.intersect1d(present, np.flatnonzero(w))
+    assert np.ptp(np.bincount(folds_w[drawn], minlength=k)) <= 1
+
+
+def _nested_cv_reference(x, y, folds, l2_grid):
+    """Hand-written nested CV (sklearn, StandardScaler fitted on each training set)."""
+    from sklearn.preprocessing import StandardScaler
+
+    def fit_predict(train, test, l2):
+        scaler = StandardScaler().fit(x[train])
+        c = 1.0 / (l2 * train.sum())
+        clf = LogisticRegression(C=c, solver="newton-cholesky", tol=1e-8)
+        with warnings.catch_warnings():  # its line search gives up at machine precision
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(scaler.transform(x[train]), y[train])
+        return clf.decision_function(scaler.transform(x[test]))
+
+    oof = np.zeros(len(y))
+    for outer in np.unique(folds):
+        losses = []
+        for l2 in l2_grid:
+            nll = 0.0
+            for inner in np.unique(folds):
+                if inner != outer:
+                    va = folds == inner
+                    z = fit_predict((folds != outer) & (folds != inner), va, l2)
+                    nll += np.sum(np.logaddexp(0, z) - y[va] * z)
+            losses.append(nll)
+        test = folds == outer
+        oof[test] = fit_predict(~test, test, l2_grid[int(np.argmin(losses))])
+    return oof
+
+
+def test_delta_mon_cluster_bootstrap_matches_hand_written_reference() -> None:
+    xc, xe, y, request, _ = _clustered(3, signal=1.5)
+    out = probes.delta_mon(xc, xe, y, request, seed=3, **_DM)
+    weights = stats.request_draws(144, 60, 3)  # the draws delta_mon made from seed 3
+    l2_grid = np.asarray(_DM["l2_grid"])
+    full = np.concatenate([xc, xe], 1)
+    cases = [(np.ones(144, int), out["folds"], out["estimate"])]
+    cases += [(weights[0], out["draw_folds"][0], out["samples"][0])]
+    for w, folds_u, got in cases:
+        # The resampled data set, built by hand: request u copied w[u] times, in its fold.
+        rows = np.concatenate([np.repeat(np.flatnonzero(request == u), w[u]) for u in range(48)])
+        f, yy = folds_u[request[rows]], y[rows]
+        assert len(rows) == np.sum(w[request])
+        auc = [roc_auc_score(yy, _nested_cv_reference(x[rows], yy, f, l2_grid)) for x in (xc, full)]
+        assert got == pytest.approx(auc[1] - auc[0], abs=1e-5)
+    assert out["auroc_full"] - out["auroc_controls"] == pytest.approx(out["estimate"])
+    assert out["oof_logits"].shape == (2, 144) and out["samples"].shape == (60,)
+    assert out["num_requests"] == 48 and out["num_nan_draws"] == 0
+    assert out["num_failing_requests"] == len(np.unique(request[y == 1]))
+    # Copies of a request never straddle folds: folds are per request, in every draw.
+    assert out["folds"].shape == (144,) and out["draw_folds"].shape == (60, 144)
+
+
+def test_delta_mon_null_coverage_and_random_direction_null() -> None:
+    covers, p_values = [], []
+    for seed in range(20):
+        xc, xe, y, request, random = _clustered(seed)
+        out = probes.delta_mon(xc, xe, y, request, seed=seed, **_DM)
+        null = probes.delta_mon_null(
+            xc, random, y, request, observed=out["estimate"], seed=seed, **_DM_NULL
+        )
+        assert out["lo"] <= out["estimate"] <= out["hi"]  # centred on its estimate
+        assert out["half_width_hi"] == pytest.approx(out["hi"] - out["estimate"])
+        assert null["null"].shape == (16,) and null["q05"] <= null["q95"]
+        assert null["auroc_controls"] == pytest.approx(out["auroc_controls"], abs=1e-6)
+        covers.append(out["lo"] <= 0.0 <= out["hi"])
+        p_values.append(null["p_value"])
+    p_values = np.asarray(p_values)
+    assert np.mean(covers) >= 0.9
+    assert np.median(p_values) > 0.25 and np.mean(p_values <= 1 / 17 + 1e-9) <= 0.25
+
+
+def test_delta_mon_planted_emotion_signal() -> None:
+    for seed in range(3):
+        xc, xe, y, request, random = _clustered(100 + seed, signal=8.0)
+        out = probes.delta_mon(xc, xe, y, request, seed=seed, **_DM)
+        null = probes.delta_mon_null(
+            xc, random, y, request, observed=out["estimate"], seed=seed, **_DM_NULL
+        )
+        assert out["estimate"] > 0.1 and out["lo"] > 0.0
+        assert out["auroc_full"] > out["auroc_controls"]
+        assert out["estimate"] > null["q95"] and null["p_value"] == pytest.approx(1 / 17)
+
+
+def test_prompt_level_bootstrap_is_too_narrow() -> None:
+    # Cue variants share the label and the emotion cue: 3 prompts carry one request's worth
+    # of information, which a prompt-level bootstrap counts three times.
+    for seed in range(2):
+        xc, xe, y, request, _ = _clustered(200 + seed, signal=1.5, prompt_noise=0.1)
+        by_request = probes.delta_mon(xc, xe, y, request, seed=seed, **_DM)
+        by_prompt = probes.delta_mon(xc, xe, y, np.arange(len(y)), seed=seed, **_DM)
+        width = lambda o: o["hi"] - o["lo"]
+        assert width(by_prompt) < 0.75 * width(by_request)
+
+
+def test_delta_mon_edge_cases_and_feature_helpers() -> None:
+    xc, xe, y, request, _ = _clustered(5)
+    one_class = probes.delta_mon(xc, xe, np.zeros_like(y), request, seed=0, **_DM)
+    assert np.isnan(one_class["estimate"]) and one_class["num_failing_requests"] == 0
+    with pytest.raises(ValueError, match="request ids"):
+        probes.delta_mon(xc, xe, y, request, **{**_DM, "num_requests": 10})
+    with pytest.raises(ValueError, match="weights"):
+        probes.delta_mon(xc, xe, y, request, weights=np.ones((5, 47), int), **_DM)
+    # build_feature_sets -> delta_mon inputs.
+    rs = np.random.default_rng(0)
+    acts = rs.normal(size=(30, 2, 8)).astype(np.float32)
+    names = (*probes.CONTROLS, *probes.EMOTIONS)
+    fs = probes.build_feature_sets(
+        acts, {k: rs.normal(size=(2, 8)) for k in names}, rs.normal(size=30), residual_dims=0
+    )
+    controls, emotion = probes.monitor_features(fs, 1)
+    assert controls.shape == (30, 4) and emotion.shape == (30, 3)
+    np.testing.assert_array_equal(controls, fs.features[0, 1, :, :4])
+
+
+def test_monitor_groups_by_request() -> None:
+    xc, xe, y, request, _ = _clustered(7, signal=2.0)
+    x = np.stack([np.pad(xc, ((0, 0), (0, 3))), np.concatenate([xc, xe], 1)])[:, None]
+    fs = probes.FeatureSets(
+        ("controls", "controls+emotion"),
+        (),
+        jnp.asarray(x),
+        jnp.array([[1.0] * 4 + [0] * 3, [1] * 7]),
+    )
+    kw = dict(num_folds=4, num_bootstrap=100, num_refit_bootstrap=0, num_steps=10)
+    grouped = probes.monitor(fs, y, request=request, num_requests=144, **kw).layer_rows()[0]
+    by_prompt = probes.monitor(fs, y, request=np.arange(144), **kw).layer_rows()[0]
+    assert grouped["delta_mon_lo"] <= grouped["delta_mon"] <= grouped["delta_mon_hi"]
+    width = lambda r: r["delta_mon_hi"] - r["delta_mon_lo"]
+    assert width(by_prompt) < width(grouped)
