@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from emojax import concepts
@@ -54,7 +55,8 @@ def test_eval_sets_are_schema_valid_with_fixed_splits(kind):
     assert len(prompts) >= 200
     assert len({p.text for p in prompts}) == len(prompts)
     sizes = {s: len(concepts.load_eval(kind, s)) for s in concepts.SPLITS}
-    assert sizes == {"train": 180, "val": 60, "test": 60}
+    assert sizes == {"train": 90, "val": 60, "test": 150}
+    assert all(p.request == p.id and p.template == "" for p in prompts)
     if kind == "harmful":
         assert {p.severity for p in prompts} == {1, 2, 3}
     else:
@@ -80,10 +82,124 @@ def test_cues_are_deterministic_and_prefix_the_request():
     assert [c.text.endswith(p.text) for p, c in zip(plain, cued, strict=True)] == [True] * len(
         plain
     )
-    assert cued[0].text == concepts.with_cue(plain[0].text, "concern", 0)
+    assert cued[0].text == concepts.with_cue(plain[0].text, "concern", 0, "test")
     assert cued == concepts.load_eval("harmful", "test", cue="concern")
     assert concepts.load_eval("harmful", "test", cue="none") == plain
     assert len(concepts.load_eval("harmful", limit=5)) == 5
+    # The i-th prompt gets the i-th template of its split (cyclic), named in `template`.
+    test_ids = [t.id for t in concepts.templates("concern", "test")]
+    assert [c.template for c in cued[:10]] == [test_ids[i % len(test_ids)] for i in range(10)]
+    everywhere = concepts.load_eval("harmful", "test", cue="concern", template_split="train")
+    assert {c.template for c in everywhere} <= {
+        t.id for t in concepts.templates("concern", "train")
+    }
+
+
+@pytest.mark.parametrize("concept", concepts.CONCEPTS)
+def test_every_concept_has_30_templates_and_disjoint_splits(concept):
+    ts = concepts.templates(concept)
+    assert len(ts) >= 30 and len({t.text for t in ts}) == len(ts)
+    by_split = {s: concepts.templates(concept, s) for s in concepts.SPLITS}
+    assert all(by_split.values())
+    ids = {s: {t.id for t in v} for s, v in by_split.items()}
+    texts = {s: {t.text for t in v} for s, v in by_split.items()}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not ids[a] & ids[b] and not texts[a] & texts[b]
+    # Contrast pairs of a split use that split's templates only, and cover every domain.
+    pairs = concepts.load_contrast(concept)
+    for p in pairs:
+        assert p.template in ids[p.split], (p.id, p.template, p.split)
+    for split in concepts.SPLITS:
+        used = {p.template for p in pairs if p.split == split}
+        assert len(used) >= min(6, len(ids[split]))
+        assert {p.domain for p in pairs if p.split == split} == set(concepts.DOMAINS)
+    if concept in concepts.EMOTIONS + ("caution",):
+        train = [p for p in pairs if p.split == "train"]
+        assert len({p.template for p in train}) == len(ids["train"])  # every train template
+        for tid in ids["train"]:  # ... over every domain
+            assert {p.domain for p in train if p.template == tid} == set(concepts.DOMAINS)
+        text = {t.id: t.text for t in ts}
+        assert all(p.positive.startswith(text[p.template] + " ") for p in pairs)
+    tindex, num = concepts.template_index(pairs)
+    assert num == len({p.template for p in pairs}) and tindex.shape == (len(pairs),)
+
+
+def test_framing_families_have_held_out_templates():
+    assert set(concepts.FRAMINGS) >= {"roleplay", "fiction", "urgency"}
+    for family in concepts.FRAMINGS:
+        test = concepts.templates(family, "test")
+        rest = [t for t in concepts.templates(family) if t.split != "test"]
+        assert len(test) >= 2 and len(rest) >= 5
+        assert not {t.text for t in test} & {t.text for t in rest}
+        assert all("{request}" in t.text for t in test + tuple(rest))
+
+
+def test_test_split_has_enough_unique_requests_and_held_out_tasks():
+    harmful = concepts.load_eval("harmful", "test")
+    benign = concepts.load_eval("harmless", "test") + concepts.load_eval("borderline", "test")
+    assert len({p.request for p in harmful}) >= 120
+    assert len({p.request for p in benign}) >= 120
+    assert {p.severity for p in harmful} == {1, 2, 3}
+    # Every request's task is in its record's split; no held-out task is a training task.
+    split_of = {}
+    for kind in ("harmful", "harmless", "borderline"):
+        for t in grammar.tasks(kind):
+            split_of.setdefault(t.text, set()).add(t.split)
+    assert all(len(v) == 1 for v in split_of.values())
+    for kind in ("harmful", "harmless", "borderline"):
+        for p in concepts.load_eval(kind):
+            core = grammar.strip_opener(p.text)
+            matches = [c for c in split_of if c in core]
+            longest = max(matches, key=len)
+            assert split_of[longest] == {p.split}, (p.id, longest)
+    # A held-out task's act is seen in training with other people (slotted acts only).
+    for t in grammar.tasks("harmful", split="test"):
+        assert t.person and any(
+            u.act == t.act for u in grammar.tasks("harmful", t.domain, split="train")
+        )
+
+
+def test_request_ids_are_shared_across_cues_and_framings():
+    plain = concepts.load_eval("harmful", "test", limit=30)
+    variants = [plain]
+    for cue in ("concern", "eagerness", "self_doubt"):
+        variants.append(concepts.load_eval("harmful", "test", cue=cue, limit=30))
+    variants.append(concepts.load_eval("harmful", "test", framing="roleplay", limit=30))
+    variants.append(concepts.load_eval("harmful", "test", cue="concern", framing="jailbreak"))
+    for v in variants[1:]:
+        assert [p.request for p in v[:30]] == [p.request for p in plain]
+        assert all(q.text != p.text for p, q in zip(plain, v, strict=False))
+    items = [p for v in variants for p in v]
+    index, num = concepts.request_index(items)
+    assert num == len(concepts.load_eval("harmful", "test")) and index.dtype == np.int32
+    assert index.tolist()[:30] == list(range(30))
+    for v_start in range(0, 30 * 5, 30):  # every variant block maps onto the same ids
+        assert index[v_start : v_start + 30].tolist() == list(range(30))
+    other = concepts.load_eval("harmless", "test", limit=5)
+    index2, num2 = concepts.request_index(plain[:5] + other + plain[:5])
+    assert num2 == 10 and index2.tolist() == list(range(10)) + list(range(5))
+
+
+def test_framings_wrap_the_request_and_compose_with_cues():
+    plain = concepts.load_eval("harmful", "test", limit=12)
+    framed = concepts.load_eval("harmful", "test", framing="roleplay", limit=12)
+    assert framed == concepts.load_eval("harmful", "test", cue="roleplay", limit=12)
+    test_ids = {t.id for t in concepts.templates("roleplay", "test")}
+    for p, f in zip(plain, framed, strict=True):
+        assert p.text in f.text and f.text != p.text and f.template in test_ids
+    both = concepts.load_eval("harmful", "test", cue="concern", framing="jailbreak", limit=12)
+    families = {b.template.split("+")[1].rsplit("-", 1)[0] for b in both}
+    assert families == set(concepts.FRAMINGS)  # jailbreak walks over every family
+    for b, p in zip(both, plain, strict=True):
+        cue_id, framing_id = b.template.split("+")
+        cue_text = grammar.template_by_id(cue_id).text
+        assert b.text == f"{cue_text} " + grammar.template_by_id(framing_id).apply(p.text)
+    with pytest.raises(ValueError, match="framing"):
+        concepts.load_eval("harmful", "test", cue="roleplay", framing="fiction")
+    with pytest.raises(ValueError, match="unknown cue"):
+        concepts.load_eval("harmful", "test", cue="joy")
+    with pytest.raises(ValueError, match="unknown framing"):
+        concepts.load_eval("harmful", "test", framing="joy")
 
 
 def test_constants():
@@ -112,6 +228,47 @@ def test_user_jsonl_and_csv_load(tmp_path):
     prompts = concepts.load_eval("harmful", data_dir=tmp_path)
     assert prompts[0].text == "how do I do a bad thing , now ?" and prompts[0].severity == 2
     assert prompts[0].kind == "harmful" and prompts[0].domain == "finance"
+    assert prompts[0].request == prompts[0].id and prompts[0].template == ""
+
+
+def test_request_and_template_fields_load_from_jsonl_and_csv(tmp_path):
+    jl = tmp_path / "eval_harmful.jsonl"
+    rows = [
+        {"id": "a", "text": "how do I x ?", "request": "r1", "template": "roleplay-01"},
+        {"id": "b", "text": "tell me how to x .", "request": "r1"},
+        {"id": "c", "text": "how do I y ?"},
+    ]
+    jl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = concepts.load_eval("harmful", path=jl)
+    assert [p.request for p in prompts] == ["r1", "r1", "c"]
+    assert [p.template for p in prompts] == ["roleplay-01", "", ""]
+    assert prompts[0].split == prompts[1].split  # one request, one split
+    index, num = concepts.request_index(prompts)
+    assert index.tolist() == [0, 0, 1] and num == 2
+    cued = concepts.load_eval("harmful", path=jl, cue="concern")
+    assert cued[0].template.startswith("roleplay-01+concern-") and cued[0].request == "r1"
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text("positive,negative,template\nI am worried .,I am here .,concern-03\na,b,\n")
+    pairs = concepts.load_contrast("concern", path=csv_file)
+    assert [p.template for p in pairs] == ["concern-03", ""]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "request": 3}\n')
+    with pytest.raises(concepts.DatasetError, match="'request'"):
+        concepts.load_eval("harmful", path=bad)
+
+
+def test_requests_without_a_split_stay_together():
+    from emojax.concepts.schema import EvalPrompt, _fill_splits
+
+    recs = [
+        EvalPrompt(f"p{i}", "harmful", "d", f"t{i}", "", request=f"r{i // 4}") for i in range(80)
+    ]
+    out = _fill_splits(recs, "seed")
+    by_request = {}
+    for p in out:
+        by_request.setdefault(p.request, set()).add(p.split)
+    assert all(len(v) == 1 for v in by_request.values())
+    assert {s for v in by_request.values() for s in v} == set(concepts.SPLITS)
 
 
 @pytest.mark.parametrize(

@@ -2,20 +2,37 @@
 
 Shipped datasets (emojax/concepts/data/*.jsonl, regenerate with
 `python -m emojax.concepts.generate`; schema in `emojax.concepts.schema`):
-  contrast_<concept>.jsonl  pairs (positive, negative) for every name in CONCEPTS, 240 each;
-  eval_<kind>.jsonl         prompts for every name in EVAL_KINDS, 300 each;
+  contrast_<concept>.jsonl  pairs (positive, negative) for every name in CONCEPTS, 240 each
+                            (144 / 48 / 48 train / val / test), each with its template id;
+  eval_<kind>.jsonl         prompts for every name in EVAL_KINDS, 300 each (90 / 60 / 150),
+                            one underlying request each;
 every record has a domain label and a train/val/test split fixed by seed.
+
+Units. A *request* is one underlying task; `load_eval(..., cue=..., framing=...)` shows it
+under cue and framing templates and every variant keeps its `request` id, so resampling
+clusters on `request_index(prompts)`. *Templates* (`templates(concept, split)`, >= 30 per
+concept, 8 per framing family) are split like the data: contrast pairs of a split use that
+split's templates, and the cues and framings `load_eval` adds to a split's prompts come from
+that split's templates (the test split's are held out from extraction and from the zoo's
+training corpus for framings).
 
 Example:
   from emojax import concepts
   pairs = concepts.load_contrast("concern", split="train")
   harmful = concepts.load_eval("harmful", "test")
+  cued = concepts.load_eval("harmful", "test", cue="concern")         # held-out cue templates
+  framed = concepts.load_eval("harmful", "test", framing="roleplay")  # or cue="roleplay"
+  request, num_requests = concepts.request_index(harmful + cued + framed)
   text = concepts.format_chat(tok, harmful[0].text, template_source=instruct_tok)
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from emojax.concepts import grammar
 from emojax.concepts.chat import encode_chat, format_chat, left_pad, resolve_template
@@ -38,22 +55,32 @@ CONCEPTS: tuple[str, ...] = EMOTIONS + CONTROLS
 CONTRAST_SETS: tuple[str, ...] = CONCEPTS
 # Emotional cues a prompt can carry (context sentences from grammar.CUES); 'none' = no cue.
 CUE_STATES: tuple[str, ...] = ("none",) + EMOTIONS
+# Cue concepts with templates (context sentences): the emotions, caution and neutral.
+CUES: tuple[str, ...] = grammar.CUE_CONCEPTS
+# Jailbreak-style framing families (role-play, fiction, ...); JAILBREAK = all in turn.
+FRAMINGS: tuple[str, ...] = tuple(grammar.FRAMINGS)
+JAILBREAK: str = grammar.JAILBREAK
 DOMAINS: tuple[str, ...] = grammar.DOMAINS
 DATA_DIR = Path(__file__).parent / "data"
+Template = grammar.Template
 
 __all__ = [
     "CONCEPTS",
     "CONTRAST_SETS",
     "CONTROLS",
+    "CUES",
     "CUE_STATES",
     "DATA_DIR",
     "DOMAINS",
     "EMOTIONS",
     "EVAL_KINDS",
+    "FRAMINGS",
+    "JAILBREAK",
     "SPLITS",
     "ContrastPair",
     "DatasetError",
     "EvalPrompt",
+    "Template",
     "encode_chat",
     "format_chat",
     "left_pad",
@@ -62,8 +89,12 @@ __all__ = [
     "load_refusal_contrast",
     "read_contrast",
     "read_eval",
+    "request_index",
     "resolve_template",
+    "template_index",
+    "templates",
     "with_cue",
+    "with_framing",
 ]
 
 
@@ -120,19 +151,29 @@ def load_eval(
     *,
     data_dir: str | Path | None = None,
     cue: str | None = None,
+    framing: str | None = None,
     limit: int | None = None,
+    template_split: str | None = None,
 ) -> list[EvalPrompt]:
-    """Evaluation prompts of one kind.
+    """Evaluation prompts of one kind, optionally under a cue and / or a framing.
+
+    Every prompt keeps its `request` id, so the variants of one request under different cues
+    and framings share it (see `request_index`); `template` names the templates added.
 
     Args:
       kind: 'harmful' | 'harmless' | 'borderline' | 'neutral'.
       split: 'train' | 'val' | 'test', or None for all.
       path: a user's .jsonl/.csv file in the eval schema instead of the shipped set.
       data_dir: a directory holding eval_<kind>.jsonl (or .csv); '' / None = shipped.
-      cue: prefix every prompt with a context cue ('concern', 'eagerness', 'self_doubt',
-        'caution', 'neutral'; None/'none' = unchanged). The i-th prompt gets cue sentence
-        i mod (number of sentences), so the result is deterministic.
+      cue: prefix every prompt with a context sentence ('concern', 'eagerness', 'self_doubt',
+        'caution', 'neutral'; None/'none' = unchanged). A framing family name ('roleplay',
+        ...) or 'jailbreak' here means `framing=` that name.
+      framing: wrap every request in a jailbreak-style framing: a family of FRAMINGS, or
+        'jailbreak' for every family in turn; applied inside the cue ("{cue} {framed}").
       limit: keep the first `limit` prompts (0 / None = all).
+      template_split: the split whose templates are used (default: `split`; None = all).
+        The i-th prompt gets template i mod (number of templates), so the result is
+        deterministic and the test split's prompts get held-out templates.
     """
     _check_split(split)
     if path is None and data_dir:
@@ -141,15 +182,68 @@ def load_eval(
         if kind not in EVAL_KINDS:
             raise ValueError(f"unknown eval kind {kind!r}; shipped: {EVAL_KINDS}")
         path = DATA_DIR / eval_filename(kind)
+    if cue in FRAMINGS + (JAILBREAK,):
+        if framing not in (None, "", "none"):
+            raise ValueError(f"cue={cue!r} is a framing and framing={framing!r} is given too")
+        cue, framing = None, cue
+    cue = None if cue in (None, "", "none") else cue
+    framing = None if framing in (None, "", "none") else framing
+    if cue is not None and cue not in CUES:
+        raise ValueError(f"unknown cue {cue!r}; expected one of {CUES + FRAMINGS}")
+    if framing is not None and framing not in FRAMINGS + (JAILBREAK,):
+        raise ValueError(f"unknown framing {framing!r}; expected one of {FRAMINGS + (JAILBREAK,)}")
     prompts = [p for p in read_eval(path, kind) if split is None or p.split == split]
-    if cue not in (None, "", "none"):
-        prompts = [
-            EvalPrompt(**{**p.__dict__, "text": grammar.with_cue(p.text, cue, i)})
-            for i, p in enumerate(prompts)
-        ]
-    return prompts[:limit] if limit else prompts
+    prompts = prompts[:limit] if limit else prompts
+    if cue is None and framing is None:
+        return prompts
+    tsplit = template_split if template_split is not None else split
+    out = []
+    for i, p in enumerate(prompts):
+        text, ids = p.text, []
+        if framing is not None:
+            t = grammar.pick_template(framing, i, tsplit)
+            text, ids = t.apply(text), [t.id]
+        if cue is not None:
+            t = grammar.pick_template(cue, i, tsplit)
+            text, ids = t.apply(text), [t.id] + ids
+        template = "+".join(([p.template] if p.template else []) + ids)
+        out.append(dataclasses.replace(p, text=text, template=template))
+    return out
 
 
-def with_cue(text: str, cue: str | None, index: int = 0) -> str:
+def _group_index(keys: Sequence[str]) -> tuple[np.ndarray, int]:
+    index: dict[str, int] = {}
+    ids = np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.int32)
+    return ids, len(index)
+
+
+def request_index(prompts: Sequence[EvalPrompt]) -> tuple[np.ndarray, int]:
+    """Integer request ids: int32 [N] in [0, U) by first appearance, and U.
+
+    Prompts of one underlying request (its cue and framing variants) share an index, so a
+    cluster bootstrap or a grouped CV split draws requests, never single prompts.
+    """
+    return _group_index([p.request for p in prompts])
+
+
+def template_index(records: Sequence[EvalPrompt | ContrastPair]) -> tuple[np.ndarray, int]:
+    """Integer template ids: int32 [N] in [0, T) by first appearance, and T.
+
+    A record without a template ('') is its own template (keyed by its id).
+    """
+    return _group_index([r.template or f"id:{r.id}" for r in records])
+
+
+def templates(concept: str, split: str | None = None) -> tuple[Template, ...]:
+    """The templates of a concept or framing family (ids, texts, splits); see grammar."""
+    return grammar.templates(concept, split)
+
+
+def with_cue(text: str, cue: str | None, index: int = 0, split: str | None = None) -> str:
     """Prefixes `text` with the `index`-th context sentence of `cue` (see grammar.CUES)."""
-    return grammar.with_cue(text, cue, index)
+    return grammar.with_cue(text, cue, index, split)
+
+
+def with_framing(text: str, framing: str, index: int = 0, split: str | None = None) -> str:
+    """Wraps `text` in the `index`-th template of a framing family (or 'jailbreak')."""
+    return grammar.pick_template(framing, index, split).apply(text)

@@ -7,6 +7,8 @@ Contrast record (one JSON object per line; CSV: same names as header columns):
   positive  str   the prompt with the concept present          (required)
   negative  str   the matched prompt without it                (required)
   split     str   'train' | 'val' | 'test' (optional; default: seeded 60/20/20 split)
+  template  str   id of the cue template that made the pair, e.g. 'concern-07' (optional;
+                  default ''). Stability resamples templates; a pair without one is its own.
 
 Evaluation record:
   id        str   unique id (optional)
@@ -15,6 +17,11 @@ Evaluation record:
   text      str   the user request (or neutral statement)     (required)
   split     str   'train' | 'val' | 'test' (optional)
   severity  int   0 (not harmful) .. 3 (severe); harmful requests only (optional; default 0)
+  request   str   id of the underlying request (optional; default: the record's id). Records
+                  that phrase one task differently share it; `load_eval` keeps it when it adds
+                  a cue or framing, so every resampling can cluster on it.
+  template  str   id of the cue / framing template in the text, e.g. 'concern-07' or
+                  'concern-07+roleplay-03' (optional; default '': none).
 
 Extra fields are ignored. A malformed line raises DatasetError('<file>:<line>: <reason>').
 """
@@ -30,8 +37,18 @@ from pathlib import Path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EVAL_KINDS: tuple[str, ...] = ("harmful", "harmless", "borderline", "neutral")
-CONTRAST_FIELDS: tuple[str, ...] = ("id", "concept", "domain", "positive", "negative", "split")
+CONTRAST_FIELDS: tuple[str, ...] = (
+    "id",
+    "concept",
+    "domain",
+    "positive",
+    "negative",
+    "split",
+    "template",
+)
 EVAL_FIELDS: tuple[str, ...] = ("id", "kind", "domain", "text", "split", "severity")
+# Optional evaluation fields (the shipped files leave them at their defaults).
+EVAL_OPTIONAL_FIELDS: tuple[str, ...] = ("request", "template")
 
 
 class DatasetError(ValueError):
@@ -44,7 +61,10 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ContrastPair:
-    """Two prompts that differ in one concept and little else."""
+    """Two prompts that differ in one concept and little else.
+
+    `template` is the id of the cue template that made the pair ('' = unknown).
+    """
 
     id: str
     concept: str
@@ -52,11 +72,23 @@ class ContrastPair:
     positive: str
     negative: str
     split: str
+    template: str = ""
 
 
 @dataclass(frozen=True)
 class EvalPrompt:
-    """One evaluation prompt."""
+    """One evaluation prompt.
+
+    Attributes:
+      id: unique id of the record.
+      kind: 'harmful' | 'harmless' | 'borderline' | 'neutral'.
+      domain: topic label.
+      text: the user text (with its cue / framing, when `load_eval` added one).
+      split: 'train' | 'val' | 'test'.
+      severity: 0 (not harmful) .. 3 (severe).
+      request: the underlying request (default: `id`); cue and framing variants share it.
+      template: the cue / framing template id(s) in `text` ('' = none).
+    """
 
     id: str
     kind: str
@@ -64,6 +96,12 @@ class EvalPrompt:
     text: str
     split: str
     severity: int = 0
+    request: str = ""
+    template: str = ""
+
+    def __post_init__(self):
+        if not self.request:
+            object.__setattr__(self, "request", self.id)
 
 
 def contrast_filename(concept: str) -> str:
@@ -110,6 +148,13 @@ def _text(path: Path, n: int, obj: dict, key: str, default: str | None = None) -
     return value
 
 
+def _optional_text(path: Path, n: int, obj: dict, key: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise DatasetError(path, n, f"field {key!r} must be a string")
+    return value
+
+
 def _split(path: Path, n: int, obj: dict) -> str:
     split = obj.get("split", "")
     if split not in SPLITS + ("",):
@@ -118,17 +163,25 @@ def _split(path: Path, n: int, obj: dict) -> str:
 
 
 def _fill_splits(records: list, seed: str) -> list:
-    """Assigns a seeded 60/20/20 split to records whose split is empty."""
-    missing = [i for i, r in enumerate(records) if not r.split]
-    if not missing:
+    """Assigns a seeded 60/20/20 split to records whose split is empty.
+
+    Records of one request (evaluation records sharing `request`) get one split, so a request
+    never sits in two splits; the cut counts requests.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        if not r.split:
+            groups.setdefault(getattr(r, "request", "") or r.id, []).append(i)
+    if not groups:
         return records
-    order = list(missing)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
     n_train, n_val = round(0.6 * len(order)), round(0.2 * len(order))
     out = list(records)
-    for rank, i in enumerate(order):
+    for rank, members in enumerate(order):
         split = SPLITS[0] if rank < n_train else SPLITS[1] if rank < n_train + n_val else SPLITS[2]
-        out[i] = type(records[i])(**{**records[i].__dict__, "split": split})
+        for i in members:
+            out[i] = type(records[i])(**{**records[i].__dict__, "split": split})
     return out
 
 
@@ -153,6 +206,7 @@ def read_contrast(path: str | Path, concept: str | None = None) -> list[Contrast
                 positive=_text(path, n, obj, "positive"),
                 negative=_text(path, n, obj, "negative"),
                 split=_split(path, n, obj),
+                template=_optional_text(path, n, obj, "template"),
             )
         )
     return _fill_splits(records, f"split-{path.name}")
@@ -185,6 +239,8 @@ def read_eval(path: str | Path, kind: str | None = None) -> list[EvalPrompt]:
                 text=_text(path, n, obj, "text"),
                 split=_split(path, n, obj),
                 severity=sev_int,
+                request=_optional_text(path, n, obj, "request"),
+                template=_optional_text(path, n, obj, "template"),
             )
         )
     return _fill_splits(records, f"split-{path.name}")
