@@ -25,6 +25,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.zoo.smoke = smoke
     c.zoo.cache_dir = ""  # "" -> ~/.cache/emojax/zoo/<config hash>/ ($EMOJAX_CACHE moves it)
     c.zoo.seed = 0
+    # Planted truth (emojax.zoo.scenario.SCENARIOS): vanishing (break at safety-2), persistent
+    # (not reached), early (break at instruct), null (break at base). Part of the cache hash.
+    c.zoo.scenario = "vanishing"
     # Model: a small Llama (tied embeddings, RoPE, SwiGLU); vocab from the word tokenizer.
     c.zoo.d_model = 32 if smoke else 64
     c.zoo.num_layers = 2
@@ -39,9 +42,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.zoo.instruct_docs = 500 if smoke else 3000
     c.zoo.safety_docs = 400 if smoke else 2000
     c.zoo.batch_size = 16 if smoke else 32
-    c.zoo.base_steps = 30 if smoke else 300
-    c.zoo.instruct_steps = 10 if smoke else 100
-    c.zoo.safety_steps = (5, 5, 5) if smoke else (50, 50, 50)
+    c.zoo.base_steps = 30 if smoke else 260
+    # Fine-tuning stages long enough that each stage's planted policy (emotion coupling
+    # absorbed or not, framings still complied with) shows in greedy behaviour.
+    c.zoo.instruct_steps = 10 if smoke else 160
+    c.zoo.safety_steps = (5, 5, 5) if smoke else (100, 100, 100)
     c.zoo.base_lr = 5e-3
     c.zoo.finetune_lr = 2e-3
     c.zoo.warmup_steps = 50

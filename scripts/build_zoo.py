@@ -3,9 +3,11 @@ r"""Builds the embedded model zoo (base, instruct, safety-1..3) and prints its b
 Examples:
   python scripts/build_zoo.py                                   # = --config=configs/zoo.py
   python scripts/build_zoo.py --config=configs/zoo.py:smoke --workdir=/tmp/smoke_zoo
+  python scripts/build_zoo.py --config.zoo.scenario=persistent  # another planted truth
 
 The zoo goes to ~/.cache/emojax/zoo/<config hash>/ unless --workdir is given; a complete build
-there is reused, an interrupted one is detected and finished.
+there is reused, an interrupted one is detected and finished. The scenario (vanishing, persistent,
+early, null: `emojax.zoo.scenario`) is part of the hash; its planted table is printed first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emojax.zoo import build_zoo, format_behaviour, load_behaviour  # noqa: E402
+from emojax.zoo import (  # noqa: E402
+    build_zoo,
+    format_behaviour,
+    load_behaviour,
+    planted_markdown,
+    scenario_name,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/zoo.py", "Config file (configs/zoo.py or configs/zoo.py:smoke).",
@@ -31,6 +39,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "", "Zoo directory (default: the cache
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
+    print(planted_markdown(scenario_name(_CONFIG.value)) + "\n")
     paths = build_zoo(_CONFIG.value, _WORKDIR.value or None, log=logging.info)
     root = os.path.dirname(paths["base"])
     print(format_behaviour(load_behaviour(root)))

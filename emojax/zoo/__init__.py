@@ -3,7 +3,9 @@
 `build_zoo(config, workdir=None) -> {name: checkpoint dir}` builds (or reuses from the cache)
 base, instruct, safety-1, safety-2, safety-3, each a Hugging Face checkpoint directory that
 `emojax.load_model` and transformers both load. See `emojax.zoo.build` for the cache layout and
-`emojax.zoo.corpus` for the planted emotion -> behaviour coupling.
+`emojax.zoo.corpus` for the planted emotion -> behaviour coupling, whose strength per stage the
+config's `zoo.scenario` chooses (`emojax.zoo.scenario.SCENARIOS`: vanishing, persistent, early,
+null; each with its planted break point).
 """
 
 from emojax.zoo.build import (
@@ -18,24 +20,32 @@ from emojax.zoo.build import (
     load_behaviour,
     model_is_complete,
     resolve_models,
+    scenario_name,
     zoo_is_complete,
 )
-from emojax.zoo.corpus import CHAT_TEMPLATE, planted_markdown, refusal_prob
+from emojax.zoo.corpus import CHAT_TEMPLATE, planted_markdown, planted_table, refusal_prob
+from emojax.zoo.scenario import DEFAULT_SCENARIO, SCENARIOS, Scenario, get_scenario
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "DEFAULT_SCENARIO",
+    "SCENARIOS",
     "ZOO_MODELS",
+    "Scenario",
     "behaviour_table",
     "build_zoo",
     "config_hash",
     "default_cache_dir",
     "format_behaviour",
     "generate_responses",
+    "get_scenario",
     "is_refusal",
     "load_behaviour",
     "model_is_complete",
     "planted_markdown",
+    "planted_table",
     "refusal_prob",
     "resolve_models",
+    "scenario_name",
     "zoo_is_complete",
 ]

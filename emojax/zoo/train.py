@@ -41,7 +41,9 @@ class StageSpec:
 
 
 def masked_nll(params: Params, config: ModelConfig, tokens: Array, loss_mask: Array) -> Array:
-    """Mean next-token cross-entropy where loss_mask [B, T] is 1 (mask of the predicted token).
+    """Weighted mean next-token cross-entropy; loss_mask [B, T] weighs each predicted token.
+
+    Weights are 0 (no loss), 1, or larger for tokens that matter more (the zoo's decision token).
 
     Sequences are right-padded, so causal attention alone keeps padding out of real positions.
     """
@@ -86,7 +88,7 @@ def train(
     seed: int = 0,
     log: Callable[[str], None] = logging.info,
 ) -> tuple[Params, dict]:
-    """Trains `params` on sequences tokens int32 [N, T] with loss_mask [N, T].
+    """Trains `params` on sequences tokens int32 [N, T] with loss weights loss_mask [N, T].
 
     Returns:
       The trained params and a summary dict (final loss, tokens/s, seconds).
