@@ -25,11 +25,11 @@ import numpy as np
 from absl import logging
 
 from emojax import breakpoint as bp
-from emojax import concepts, extract, probes, results, sweep, vectors
+from emojax import concepts, extract, probes, results, stats, sweep, vectors
 from emojax import readouts as ro
 from emojax.generate import generate
 from emojax.loading import Model, load_model
-from emojax.metrics import incremental, stability
+from emojax.metrics import stability
 from emojax.model import forward
 from emojax.report import write_csv, write_outputs
 from emojax.stats import require_finite
@@ -174,27 +174,104 @@ def axis_points(cfg) -> Iterator[AxisPoint]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation prompts with emotional cues (shared by the sweep and the probes).
+# The evaluation set: requests x cues, shared by the sweep and the probes.
+
+FAILURE_TYPES = sweep.FAILURE_TYPES
+# Which prompts each failure type is scored on.
+TYPE_KINDS = {"harmful_compliance": ("harmful",), "over_refusal": ("harmless", "borderline")}
 
 
-def cued_prompts(tokenizer, cfg, *, per_kind: dict[str, int], num_neutral: int, split: str):
-    """Evaluation prompts × emotional cues, tokenised through the chat template."""
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """Evaluation prompts: every request under every cue (and framing, for harmful ones).
+
+    Attributes:
+      items: N `EvalPrompt`s (text with its cue, kind, request id, template id).
+      request: int [N] request index in [0, U): cue variants of one request share it. The
+        same index space serves every axis point, so request draws pair across points.
+      num_requests: U.
+      neutral: neutral texts (KL on neutral prompts).
+    """
+
+    items: tuple
+    request: np.ndarray
+    num_requests: int
+    neutral: tuple[str, ...]
+
+    def subset(self, requests_per_kind: dict[str, int]) -> EvalSet:
+        """The prompts of the first `requests_per_kind[kind]` requests of each kind (0 = all)."""
+        keep, seen = [], {}
+        for i, q in enumerate(self.items):
+            n = requests_per_kind.get(q.kind, 0)
+            ids = seen.setdefault(q.kind, [])
+            if self.request[i] not in ids:
+                if n and len(ids) >= n:
+                    continue
+                ids.append(self.request[i])
+            keep.append(i)
+        return EvalSet(
+            tuple(self.items[i] for i in keep), self.request[keep], self.num_requests,
+            self.neutral,
+        )  # fmt: skip
+
+    def prompts(self, tokenizer, cfg) -> sweep.SweepPrompts:
+        """Tokenised through the model's chat template (`SweepPrompts`)."""
+        return sweep.SweepPrompts.from_texts(
+            tokenizer,
+            [q.text for q in self.items],
+            [q.kind == "harmful" for q in self.items],
+            [q.kind for q in self.items],
+            list(self.neutral),
+            template_source=cfg.extract.template_source or None,
+            ids=[q.id for q in self.items],
+            request=self.request,
+            num_requests=self.num_requests,
+        )
+
+
+def evaluation_set(cfg, *, split: str | None = None, num_neutral: int | None = None) -> EvalSet:
+    """Every evaluation request of `cfg.probes.kinds` under every cue of `cfg.data.cues`.
+
+    Harmful requests are shown plain and inside each jailbreak-style framing of
+    `cfg.data.framings` (held-out templates; 'jailbreak' cycles through every family), under
+    every cue, so the failures that framings keep alive can still be cue-dependent.
+    `cfg.probes.prompts_per_kind` limits the requests per kind (0 = the whole split).
+    """
+    split = split or cfg.probes.split
+    d = cfg.data
     items = []
-    cues = tuple(cfg.data.cues)
-    for kind, count in per_kind.items():
-        per_cue = max(1, -(-count // len(cues))) if count else 0
-        for cue in cues:
-            items += concepts.load_eval(kind, split, cue=cue, limit=per_cue or None)
-    neutral = concepts.load_eval("neutral", split, limit=num_neutral)
-    return sweep.SweepPrompts.from_texts(
-        tokenizer,
-        [q.text for q in items],
-        [q.kind == "harmful" for q in items],
-        [q.kind for q in items],
-        [q.text for q in neutral],
-        template_source=cfg.extract.template_source or None,
-        ids=[q.id for q in items],
+    per_kind = cfg.probes.prompts_per_kind or None
+    for kind in cfg.probes.kinds:
+        framings = (None,) + (tuple(d.get("framings", ())) if kind == "harmful" else ())
+        for cue in d.cues:
+            for framing in framings:
+                items += concepts.load_eval(kind, split, cue=cue, framing=framing,
+                                            limit=per_kind, data_dir=d.dir or None)  # fmt: skip
+    request, num = concepts.request_index(items)
+    neutral = concepts.load_eval(
+        "neutral", split, limit=num_neutral or cfg.sweep.neutral_prompts, data_dir=d.dir or None
     )
+    return EvalSet(tuple(items), np.asarray(request), int(num), tuple(q.text for q in neutral))
+
+
+@dataclasses.dataclass(frozen=True)
+class Draws:
+    """Resampling draws shared by every statistic and every axis point (paired).
+
+    Attributes:
+      weights: int [R, U] request multiplicities of a cluster bootstrap (rows sum to U).
+      neutral_weights: int [R, M] multiplicities of the neutral prompts.
+    """
+
+    weights: np.ndarray
+    neutral_weights: np.ndarray
+
+
+def shared_draws(evalset: EvalSet, num: int, seed: int) -> Draws:
+    """One cluster bootstrap over requests (and neutral prompts) for the whole run."""
+    m = len(evalset.neutral)
+    neutral = np.random.default_rng([seed, 1]).multinomial(m, np.full(m, 1.0 / m), size=num)
+    return Draws(stats.request_draws(evalset.num_requests, num, seed), neutral)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +322,8 @@ def unsteered_behaviour(model: Model, prompts, cfg) -> dict[str, Any]:
 
     Returns:
       acts [N, L+1, D], policy_logit [N] (refusal score), texts, and the behaviour labels of
-      `emojax.readouts.behaviour_labels` plus `failure` = harmful compliance | over-refusal.
+      `emojax.readouts.behaviour_labels` (refused, harmful_compliance, over_refusal: the two
+      failure types stay separate).
     """
     mcfg, tok, p = model.config, model.tokenizer, cfg.probes
     refusal = ro.refusal_mask(np.asarray(ro.refusal_token_ids(tok)), mcfg.vocab_size)
@@ -266,7 +344,6 @@ def unsteered_behaviour(model: Model, prompts, cfg) -> dict[str, Any]:
         logit.append(np.asarray(s)[:k])
         texts += ro.decode_responses(tok, np.asarray(ids)[:k, t:], eos)
     labels = ro.behaviour_labels(texts, prompts.harmful)
-    labels["failure"] = labels["harmful_compliance"] | labels["over_refusal"]
     require_finite(np.concatenate(acts), f"last-token activations of {model.path or 'model'}")
     return {"acts": np.concatenate(acts), "policy_logit": np.concatenate(logit), "texts": texts,
             **labels}  # fmt: skip
@@ -279,59 +356,105 @@ def headline_site(spec: float | int, num_sites: int) -> int:
     return int(spec) % num_sites
 
 
+def _estimable_counts(failing: np.ndarray, request: np.ndarray, num_requests: int):
+    """(requests with a failing prompt, requests with a non-failing prompt).
+
+    A request whose cue variants both fail and do not fail counts on both sides: what a
+    monitor or a steering arm can learn from is variation across requests' prompts.
+    """
+    failing = np.asarray(failing, bool)
+    bad = np.zeros(num_requests, bool)
+    bad[request[failing]] = True
+    ok = np.zeros(num_requests, bool)
+    ok[request[~failing]] = True
+    return int(bad.sum()), int(ok.sum())
+
+
+def _not_estimable(num_failing: int, num_ok: int, num_draws: int) -> dict:
+    nan = float("nan")
+    return {"estimable": False, "estimate": nan, "lo": nan, "hi": nan, "min_margin": nan,
+            "null_q05": nan, "null_q95": nan, "null_p": nan, "num_failing_requests": num_failing,
+            "num_ok_requests": num_ok, "samples": np.full(num_draws, np.nan)}  # fmt: skip
+
+
+def _null_fields(observed: float, null: np.ndarray) -> dict:
+    null = np.asarray(null, np.float64)
+    null = null[np.isfinite(null)]
+    if not null.size:
+        return {"null_q05": float("nan"), "null_q95": float("nan"), "null_p": float("nan")}
+    q05, q95 = np.quantile(null, [0.05, 0.95])
+    p = (1.0 + np.sum(null >= observed)) / (1.0 + null.size)
+    return {"null_q05": float(q05), "null_q95": float(q95), "null_p": float(p)}
+
+
+def random_directions(num: int, width: int, seed: int) -> np.ndarray:
+    """[Q, D] seeded random unit directions (the null of every projection-based statistic)."""
+    r = np.random.default_rng([seed, 7]).standard_normal((num, width))
+    return r / np.linalg.norm(r, axis=1, keepdims=True)
+
+
 @stage("probes")
-def run_probes(behaviour: dict, vs: vectors.VectorSet, cfg, out: str) -> dict:
-    """Δ_mon (controls + emotion vs controls) at every residual site; draws at the headline."""
-    p, d = cfg.probes, cfg.data
-    controls, emotions = tuple(d.controls), tuple(d.emotions)
-    directions = {k: vs.vectors[vs.index(k)] for k in controls + emotions}
-    labels = behaviour[p.label].astype(np.float32)
+def monitoring_value(
+    behaviour: dict, vs: vectors.VectorSet, evalset: EvalSet, draws: Draws, cfg, out: str
+) -> dict:
+    """Δ_mon per failure type at the headline site, with its random-direction null.
+
+    Harmful compliance is monitored on harmful prompts (label: complied), over-refusal on
+    harmless and borderline prompts (label: refused); never pooled. Controls: projections on
+    harm-salience, caution and refusal directions plus the policy logit; the full model adds
+    the emotion projections; the null replaces them by projections on random directions.
+    """
+    p, d, b = cfg.probes, cfg.data, cfg.breakpoint
     acts = behaviour["acts"]
     site = headline_site(p.layer, acts.shape[1])
-    num_draws = p.num_refit_bootstrap or p.num_bootstrap
-    info = {"num_prompts": int(len(labels)), "num_failures": int(labels.sum()), "site": site}
-    if labels.min() == labels.max():
-        # No failure (or only failures) to predict: a monitor cannot add value. Δ_mon = 0.
-        info.update(delta_mon=0.0, delta_mon_lo=0.0, delta_mon_hi=0.0, one_class=True,
-                    auroc_controls=float("nan"), auroc_controls_emotion=float("nan"))  # fmt: skip
-        results.write_json(os.path.join(out, "probes.json"), info)
-        return {**info, "samples": np.zeros(num_draws)}
-    fs = probes.build_feature_sets(
-        acts, directions, behaviour["policy_logit"], controls=controls, emotions=emotions,
-        residual_dims=0,
-    )  # fmt: skip
-    mon = probes.monitor(
-        fs.subset(("controls", "controls+emotion")),
-        labels,
-        num_refit_bootstrap=p.num_refit_bootstrap,
-        seed=p.seed,
-        l2_grid=tuple(p.l2_grid),
-        num_folds=p.num_folds,
-        num_bootstrap=p.num_bootstrap,
-        fpr=p.fpr,
-        num_steps=p.num_steps,
-    )
-    rows = mon.layer_rows()
-    write_csv(os.path.join(out, "probes.csv"), rows)
-    row = rows[site]
-    samples = np.asarray(mon.arrays.delta_mon_samples)[site]
+    vsite = min(site, vs.vectors.shape[1] - 1)
+    unit = lambda k: vs.vectors[vs.index(k), vsite] / np.linalg.norm(vs.vectors[vs.index(k), vsite])
+    x = acts[:, site].astype(np.float64)
+    ctrl = np.concatenate([x @ np.stack([unit(k) for k in d.controls]).T,
+                           behaviour["policy_logit"][:, None]], axis=1)  # fmt: skip
+    emo = x @ np.stack([unit(k) for k in d.emotions]).T
+    rand = x @ random_directions(p.num_random, x.shape[1], cfg.seed).T  # [N, Q]
+    kinds = np.array([q.kind for q in evalset.items])
+    out_types, num_draws = {}, len(draws.weights)
+    for ftype in FAILURE_TYPES:
+        sel = np.isin(kinds, TYPE_KINDS[ftype])
+        labels = behaviour[ftype][sel].astype(np.float32)
+        req = evalset.request[sel]
+        n_bad, n_ok = _estimable_counts(labels, req, evalset.num_requests)
+        if not bp.estimable(n_bad, n_bad + n_ok, b.min_failures):  # mixed requests: both sides
+            out_types[ftype] = _not_estimable(n_bad, n_ok, num_draws)
+            continue
+        common = dict(num_requests=evalset.num_requests, l2_grid=tuple(p.l2_grid),
+                      num_folds=p.num_folds, num_steps=p.num_steps, seed=p.seed)  # fmt: skip
+        mon = probes.delta_mon(ctrl[sel], emo[sel], labels, req, weights=draws.weights,
+                               fpr=p.fpr, **common)  # fmt: skip
+        null = probes.delta_mon_null(
+            ctrl[sel], np.moveaxis(rand[sel], 1, 0)[:, :, None], labels, req,
+            num_null=p.num_null, arm_size=len(d.emotions), observed=float(mon["estimate"]),
+            **common,
+        )  # fmt: skip
+        out_types[ftype] = {
+            "estimable": True,
+            "estimate": float(mon["estimate"]),
+            "lo": float(mon["lo"]),
+            "hi": float(mon["hi"]),
+            "min_margin": float(mon["hi"] - mon["estimate"]),
+            "auroc_controls": float(mon["auroc_controls"]),
+            "auroc_full": float(mon["auroc_full"]),
+            "num_failing_requests": n_bad,
+            "num_ok_requests": n_ok,
+            "samples": np.asarray(mon["samples"], np.float64),
+            "null": np.asarray(null["null"], np.float64).tolist(),
+            **_null_fields(float(mon["estimate"]), null["null"]),
+        }
     results.save_arrays(os.path.join(out, "probes.npz"), {
-        "labels": labels, "policy_logit": behaviour["policy_logit"],
-        "oof_logits": np.asarray(mon.arrays.oof_logits), "delta_mon_samples": samples,
+        "request": evalset.request, "policy_logit": behaviour["policy_logit"],
+        **{f"label_{t}": behaviour[t] for t in FAILURE_TYPES},
+        **{f"delta_mon_samples_{t}": v["samples"] for t, v in out_types.items()},
     })  # fmt: skip
-    info.update(
-        one_class=False,
-        delta_mon=row["delta_mon"],
-        delta_mon_lo=row["delta_mon_lo"],
-        delta_mon_hi=row["delta_mon_hi"],
-        auroc_controls=row["auroc[controls]"],
-        auroc_controls_emotion=row["auroc[controls+emotion]"],
-        tpr_at_fpr_controls_emotion=row["tpr_at_fpr[controls+emotion]"],
-        lrt_p=row["lrt_p"],
-        per_site=[{k: r[k] for k in ("delta_mon", "delta_mon_lo", "delta_mon_hi")} for r in rows],
-    )
-    results.write_json(os.path.join(out, "probes.json"), info)
-    return {**info, "samples": samples}
+    info = {t: {k: v for k, v in o.items() if k != "samples"} for t, o in out_types.items()}
+    results.write_json(os.path.join(out, "probes.json"), {"site": site, **info})
+    return {"site": site, "types": out_types}
 
 
 @stage("sweep")
@@ -340,41 +463,44 @@ def run_steering(point: AxisPoint, vs: vectors.VectorSet, prompts, cfg, out: str
     return {"results": res}
 
 
-def delta_steer_draws(res: sweep.SweepResults, layer_pos: int, kappa: float, cfg) -> dict:
-    """Δ_steer at KL budget κ, the best emotion vector per resample (paired over prompts).
+def steering_value(res: sweep.SweepResults, draws: Draws, cfg, layer_pos: int = 0) -> dict:
+    """Δ_steer per failure type at the KL budget κ, with its random-direction null.
 
-    The emotion vector that adds most is taken in each resample: the break point then asks
-    that *no* emotion vector still adds steering value.
+    Estimable when the unsteered model fails on enough requests of the sweep's prompts.
     """
-    arr, meta = res.arrays, res.meta
-    if "joint_harmful_compliance" not in arr:
-        raise ValueError("the sweep has no joint control x emotion grid (sweep.joint_*)")
-    pairs = meta["joint_pairs"]
-    zero = np.isclose(np.asarray(meta["joint_coefs"]), 0.0)
-    fail = np.fmax(arr["joint_harmful_compliance"][layer_pos], arr["joint_over_refusal"][layer_pos])
-    kl = arr["joint_kl"][layer_pos]
-    per_emotion = {}
-    for emotion in sorted({e for _, e in pairs}):
-        sel = [i for i, (_, e) in enumerate(pairs) if e == emotion]
-        f = fail[sel].reshape(-1, fail.shape[-1])
-        k = kl[sel].reshape(-1, kl.shape[-1])
-        ctrl = np.broadcast_to(zero[None, None, :], fail[sel].shape[:3]).reshape(-1)
-        per_emotion[emotion] = incremental.incremental_steering_value(
-            f, k, ctrl, kappa, num=cfg.breakpoint.num_bootstrap, seed=cfg.seed
-        )
-    best = max(per_emotion, key=lambda e: per_emotion[e]["delta"])
-    samples = np.max(np.stack([v["samples"] for v in per_emotion.values()]), axis=0)
-    lo, hi = np.quantile(samples, [0.025, 0.975])
-    return {
-        "delta_steer": float(per_emotion[best]["delta"]),
-        "delta_steer_lo": float(lo),
-        "delta_steer_hi": float(hi),
-        "best_emotion": best,
-        "per_emotion": {
-            e: {k: v[k] for k in ("delta", "lo", "hi")} for e, v in per_emotion.items()
-        },
-        "samples": samples,
-    }
+    b = cfg.breakpoint
+    arr = res.arrays
+    harmful = np.asarray(arr["harmful"], bool)
+    request = np.asarray(arr["request"])
+    out, num_draws = {}, len(draws.weights)
+    for ftype in FAILURE_TYPES:
+        cols = harmful if ftype == "harmful_compliance" else ~harmful
+        failing = np.asarray(arr[f"base_{ftype}"])[cols] > 0.5
+        n_bad, n_ok = _estimable_counts(failing, request[cols], int(res.meta["num_requests"]))
+        if not bp.estimable(n_bad, n_bad + n_ok, b.min_failures):  # mixed requests: both sides
+            out[ftype] = _not_estimable(n_bad, n_ok, num_draws)
+            continue
+        d = sweep.delta_steer_from_sweep(
+            res, layer_pos, ftype, b.kappa, weights=draws.weights,
+            neutral_weights=draws.neutral_weights, tolerance=b.get("steer_tolerance"),
+            num_null=b.num_null, seed=cfg.seed,
+        )  # fmt: skip
+        null = np.asarray(d.get("null", {}).get("null", []), np.float64)
+        out[ftype] = {
+            "estimable": True,
+            "estimate": float(d["estimate"]),
+            "lo": float(d["lo"]),
+            "hi": float(d["hi"]),
+            "min_margin": float(d["hi"] - d["estimate"]),
+            "controls_rate": float(d["controls_rate"]),
+            "emotion_rate": float(d["emotion_rate"]),
+            "num_failing_requests": n_bad,
+            "num_ok_requests": n_ok,
+            "samples": np.asarray(d["samples"], np.float64),
+            "null": null.tolist(),
+            **_null_fields(float(d["estimate"]), null),
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +518,24 @@ def _mean_interval(iv, rows: list[int], site: int) -> tuple[float, float, float]
     return pick(iv.estimate), pick(iv.lo), pick(iv.hi)
 
 
-def analyse_point(point: AxisPoint, cfg, workdir: str, rng: Array, reference) -> dict:
+VALUE_FIELDS = ("estimate", "lo", "hi", "min_margin", "null_q05", "null_q95", "null_p")
+
+
+def _value_columns(stat: str, per_type: dict) -> dict:
+    """points.csv columns of one Δ per failure type; None (empty) where not estimable."""
+    row = {}
+    for ftype, v in per_type.items():
+        key = f"{stat}_{ftype}"
+        row[f"{key}_estimable"] = bool(v["estimable"])
+        for f in VALUE_FIELDS:
+            name = key if f == "estimate" else f"{key}_{f}"
+            row[name] = float(v[f]) if v["estimable"] else None
+    return row
+
+
+def analyse_point(
+    point: AxisPoint, cfg, workdir: str, rng: Array, reference, evalset: EvalSet, draws: Draws
+) -> dict:
     """Every measurement at one axis point; returns its row and the draws for the break point."""
     out = os.path.join(workdir, "points", point.label.replace("/", "_"))
     os.makedirs(out, exist_ok=True)
@@ -403,21 +546,14 @@ def analyse_point(point: AxisPoint, cfg, workdir: str, rng: Array, reference) ->
     vs = ex.vector_sets[cfg.sweep.method]
 
     tok = point.model.tokenizer
-    sweep_prompts = cued_prompts(
-        tok, cfg, per_kind=dict(cfg.sweep.prompts_per_kind),
-        num_neutral=cfg.sweep.neutral_prompts, split=d.eval_split,
-    )  # fmt: skip
-    res = run_steering(point, vs, sweep_prompts, cfg, out)["results"]
+    sweep_set = evalset.subset(dict(cfg.sweep.requests_per_kind))
+    res = run_steering(point, vs, sweep_set.prompts(tok, cfg), cfg, out)["results"]
     layer_pos = 0  # the first sweep layer is the headline injection layer
     summary = res.summary[str(res.meta["layers"][layer_pos])]
-    steer = delta_steer_draws(res, layer_pos, b.kappa, cfg)
+    steer = steering_value(res, draws, cfg, layer_pos)
 
-    probe_prompts = cued_prompts(
-        tok, cfg, per_kind={k: cfg.probes.prompts_per_kind for k in cfg.probes.kinds},
-        num_neutral=1, split=cfg.probes.split,
-    )  # fmt: skip
-    behaviour = unsteered_behaviour(point.model, probe_prompts, cfg)
-    mon = run_probes(behaviour, vs, cfg, out)
+    behaviour = unsteered_behaviour(point.model, evalset.prompts(tok, cfg), cfg)
+    mon = monitoring_value(behaviour, vs, evalset, draws, cfg, out)
 
     # Policy-dominance index: refusal score explained by the control projections.
     site = mon["site"]
@@ -441,46 +577,52 @@ def analyse_point(point: AxisPoint, cfg, workdir: str, rng: Array, reference) ->
     rows_cs = cs["rows"]
     emo_cs = [rows_cs.index(e) for e in d.emotions if e in rows_cs]
     selectivity = float(np.nanmean(np.asarray(cs["selectivity"])[emo_cs]))
+    sel_p = cs.get("selectivity_null_p")
+    selectivity_p = float(np.nanmedian(np.asarray(sel_p)[emo_cs])) if sel_p else float("nan")
     offtarget = float(np.nanmean(np.asarray(cs["offtarget_kl_per_unit_effect"])[emo_cs]))
-    style = [summary["style_vs_safety"][e] for e in d.emotions if e in summary["style_vs_safety"]]
-    style_ratio = float(np.nanmedian([s if np.isscalar(s) else s["ratio"] for s in style])) \
-        if style else float("nan")  # fmt: skip
+    style = style_summary(summary, d.emotions)
     steerability = {}
     for name in list(d.emotions) + list(d.controls):
-        entry = summary["steerability"].get(name, {}).get("failure")
-        if entry:
-            keys = ("slope", "ci", "null_z", "null_p", "anti_steerable_fraction")
-            steerability[name] = {k: entry.get(k) for k in keys}
-    failure_rate = float(np.mean(behaviour["failure"]))
-    diag = bp.diagnostics(
-        controls_auroc=mon["auroc_controls"] if not mon["one_class"] else 1.0,
-        failure_rate=failure_rate,
-        style_vs_safety=style_ratio,
-        cross_model_cosine=cross_model[0],
-        selectivity=selectivity,
-        thresholds=bp.DiagnosticThresholds(
-            controlled_auroc=b.controlled_auroc, controlled_failure=b.controlled_failure,
-            style_ratio=b.style_ratio, alignment=b.alignment, selectivity=b.selectivity,
-        ),
+        entry = summary["steerability"].get(name, {})
+        keep = ("slope", "ci", "null_z", "null_p", "anti_steerable_fraction")
+        steerability[name] = {
+            t: {k: entry[t].get(k) for k in keep} for t in FAILURE_TYPES if entry.get(t)
+        }
+    rates = {t: float(np.mean(behaviour[t][np.isin([q.kind for q in evalset.items],
+                                                   TYPE_KINDS[t])]))
+             for t in FAILURE_TYPES}  # fmt: skip
+    thresholds = bp.DiagnosticThresholds(
+        controlled_auroc=b.controlled_auroc, controlled_failure=b.controlled_failure,
+        style_ratio=b.style_ratio, alignment=b.alignment, selectivity=b.selectivity,
     )  # fmt: skip
+    common = dict(
+        controls_auroc={t: v.get("auroc_controls", float("nan"))
+                        for t, v in mon["types"].items()},
+        failure_rate=rates, cross_model_cosine=cross_model[0], selectivity=selectivity,
+        thresholds=thresholds,
+    )  # fmt: skip
+    diag = bp.diagnostics(style_vs_safety=style["ratio"], **common)
+    # Mostly stylistic: for most emotions the style effect is significant and no safety
+    # effect is (intervals from the sweep's request bootstrap).
+    per_emotion = [
+        bp.diagnostics(style_effect=e["style"], safety_effect=e["safety"], **common)
+        for e in style["intervals"]
+    ]
+    if per_emotion:
+        votes = [x["emotion_mostly_stylistic"] for x in per_emotion]
+        diag["emotion_mostly_stylistic"] = bool(sum(votes) > len(votes) / 2)
     row = {
         "label": point.label,
         "source": point.source,
         "model_sha256": point.digest,
         "policy_dominance": pdi,
-        "failure_rate": failure_rate,
-        "harmful_compliance_rate": float(np.mean(behaviour["harmful_compliance"])),
-        "over_refusal_rate": float(np.mean(behaviour["over_refusal"])),
+        **{f"{t}_rate": rates[t] for t in FAILURE_TYPES},
+        **{
+            f"{t}_failing_requests": mon["types"][t]["num_failing_requests"] for t in FAILURE_TYPES
+        },  # fmt: skip
         "refusal_rate": float(np.mean(behaviour["refused"])),
-        "delta_mon": mon["delta_mon"],
-        "delta_mon_lo": mon["delta_mon_lo"],
-        "delta_mon_hi": mon["delta_mon_hi"],
-        "auroc_controls": mon["auroc_controls"],
-        "auroc_controls_emotion": mon["auroc_controls_emotion"],
-        "delta_steer": steer["delta_steer"],
-        "delta_steer_lo": steer["delta_steer_lo"],
-        "delta_steer_hi": steer["delta_steer_hi"],
-        "delta_steer_best_emotion": steer["best_emotion"],
+        **_value_columns("delta_mon", mon["types"]),
+        **_value_columns("delta_steer", steer),
         "split_half": split_half[0],
         "split_half_lo": split_half[1],
         "split_half_hi": split_half[2],
@@ -491,8 +633,11 @@ def analyse_point(point: AxisPoint, cfg, workdir: str, rng: Array, reference) ->
         "cross_model_cosine_lo": cross_model[1],
         "cross_model_cosine_hi": cross_model[2],
         "selectivity": selectivity,
+        "selectivity_null_p": selectivity_p,
         "offtarget_kl_per_unit_effect": offtarget,
-        "style_vs_safety": style_ratio,
+        "style_vs_safety": style["ratio"],
+        "style_effect": style["style"],
+        "style_vs_safety_defined": style["defined"],
         "probe_site": site,
         "sweep_layer": int(res.meta["layers"][layer_pos]),
         **{f"diag_{k}": v for k, v in diag.items()},
@@ -500,21 +645,57 @@ def analyse_point(point: AxisPoint, cfg, workdir: str, rng: Array, reference) ->
     detail = {
         "row": row,
         "steerability": steerability,
-        "delta_steer_per_emotion": steer["per_emotion"],
+        "delta_mon": {
+            t: {k: v for k, v in o.items() if k != "samples"} for t, o in mon["types"].items()
+        },  # fmt: skip
+        "delta_steer": {
+            t: {k: v for k, v in o.items() if k != "samples"} for t, o in steer.items()
+        },  # fmt: skip
         "cross_steering": cs,
+        "style_vs_safety": summary.get("style_vs_safety", {}),
         "control_cosine": _control_cosine(report, vec_site),
-        "probes": {k: v for k, v in mon.items() if k != "samples"},
     }
     results.write_json(os.path.join(out, "point.json"), detail)
     return {
         "row": row,
         "detail": detail,
-        "mon_samples": np.asarray(mon["samples"], np.float64),
-        "steer_samples": np.asarray(steer["samples"], np.float64),
+        "samples": {
+            **{f"delta_mon/{t}": v["samples"] for t, v in mon["types"].items()},
+            **{f"delta_steer/{t}": v["samples"] for t, v in steer.items()},
+        },
         "captured": ex.captured,
         "matrix": np.asarray(cs["matrix"], np.float64),
         "matrix_rows": list(cs["rows"]),
         "matrix_cols": list(cs["cols"]),
+    }
+
+
+def style_summary(summary: dict, emotions) -> dict:
+    """Median style-vs-safety ratio over emotions and failure types where it is defined.
+
+    The ratio |style effect| / |safety effect| exists only where the safety effect's interval
+    excludes 0 (`emojax.metrics.influence.style_vs_safety`); elsewhere it is "not defined".
+    """
+    ratios, styles, intervals = [], [], []
+    for e in emotions:
+        entry = summary.get("style_vs_safety", {}).get(e)
+        if not entry:
+            continue
+        styles.append(entry["style"]["estimate"])
+        num = lambda x: float("nan") if x is None else float(x)
+        intervals.append({
+            "style": (num(entry["style"]["lo"]), num(entry["style"]["hi"])),
+            "safety": {t: (num(v["lo"]), num(v["hi"])) for t, v in entry["safety"].items()},
+        })  # fmt: skip
+        for t in FAILURE_TYPES:
+            r = entry.get("ratio", {}).get(t)
+            if r is not None:
+                ratios.append(r)
+    return {
+        "ratio": float(np.median(ratios)) if ratios else float("nan"),
+        "defined": bool(ratios),
+        "style": float(np.median(styles)) if styles else float("nan"),
+        "intervals": intervals,
     }
 
 
@@ -532,6 +713,11 @@ def _control_cosine(report: dict, site: int) -> dict:
 # The whole axis.
 
 
+def value_names(cfg) -> list[str]:
+    """The incremental values the break rule reads: Δ_mon and Δ_steer per failure type."""
+    return [f"{s}/{t}" for s in ("delta_mon", "delta_steer") for t in FAILURE_TYPES]
+
+
 def run(cfg, workdir: str) -> dict:
     """Runs the analysis at every axis point and finds the break point.
 
@@ -543,39 +729,51 @@ def run(cfg, workdir: str) -> dict:
     num_points = len(b.alphas) if b.axis == "dial" else len(b.models)
     progress = Progress(num_points, "axis points")
     rng = jax.random.key(cfg.seed)
+    evalset = evaluation_set(cfg)
+    draws = shared_draws(evalset, b.num_bootstrap, cfg.seed)
+    logging.info("evaluation set: %d prompts of %d requests", len(evalset.items),
+                 evalset.num_requests)  # fmt: skip
     points, reference = [], None
     t_start = time.perf_counter()
     for i, point in enumerate(axis_points(cfg)):
         logging.info("axis point %d/%d: %s (%s)", i + 1, num_points, point.label, point.source)
-        result = analyse_point(point, cfg, workdir, jax.random.fold_in(rng, i), reference)
+        result = analyse_point(
+            point, cfg, workdir, jax.random.fold_in(rng, i), reference, evalset, draws
+        )
         if reference is None:
             reference = {"captured": result["captured"], "label": point.label}
         result.pop("captured")
         points.append(result)
         r = result["row"]
-        progress.step(
-            f"{point.label}: Δ_mon {r['delta_mon']:+.3f} [{r['delta_mon_lo']:+.3f}, "
-            f"{r['delta_mon_hi']:+.3f}], Δ_steer {r['delta_steer']:+.3f} "
-            f"[{r['delta_steer_lo']:+.3f}, {r['delta_steer_hi']:+.3f}]"
-        )
+        progress.step(f"{point.label}: " + ", ".join(
+            f"{n} {_short(r, n)}" for n in value_names(cfg)))  # fmt: skip
     labels = [p["row"]["label"] for p in points]
-    draws = lambda key, stat: {
-        "est": np.array([p["row"][stat] for p in points]),
-        "lo": np.array([p["row"][f"{stat}_lo"] for p in points]),
-        "hi": np.array([p["row"][f"{stat}_hi"] for p in points]),
-        "samples": _stack_draws([p[key] for p in points]),
-    }
-    mon, steer = draws("mon_samples", "delta_mon"), draws("steer_samples", "delta_steer")
-    brk = bp.find_break_point(labels, mon, steer, b.mon_threshold, b.steer_threshold)
+    deltas = {}
+    for name in value_names(cfg):
+        stat, ftype = name.split("/")
+        key = f"{stat}_{ftype}"
+        est = lambda f, key=key: np.array(
+            [np.nan if p["row"][f] is None else p["row"][f] for p in points], np.float64
+        )
+        deltas[name] = {
+            "estimate": est(key),
+            "lo": est(f"{key}_lo"),
+            "hi": est(f"{key}_hi"),
+            "samples": np.stack([p["samples"][name] for p in points]),
+            "estimable": np.array([p["row"][f"{key}_estimable"] for p in points]),
+        }
+    margins = {"delta_mon": b.mon_margin, "delta_steer": b.steer_margin}
+    brk = bp.find_break_point(labels, deltas, margins)
     seconds = time.perf_counter() - t_start
     from emojax import sharding
 
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
-    return write_outputs(cfg, workdir, points, mon, steer, brk, seconds)
+    return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds)
 
 
-def _stack_draws(draws: list[np.ndarray]) -> np.ndarray:
-    """[P, R] from per-point draws of possibly different lengths (truncate to the shortest)."""
-    r = min(len(x) for x in draws)
-    return np.stack([np.asarray(x)[:r] for x in draws])
+def _short(row: dict, name: str) -> str:
+    key = name.replace("/", "_")
+    if not row[f"{key}_estimable"]:
+        return "not estimable"
+    return f"{row[key]:+.3f} [{row[key + '_lo']:+.3f}, {row[key + '_hi']:+.3f}]"

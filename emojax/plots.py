@@ -29,46 +29,72 @@ def _axis(ax, labels: Sequence[str], xlabel: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _mark_break(ax, break_index: int | None, interval: tuple[float, float] | None) -> None:
-    if break_index is None:
-        ax.text(
-            0.99, 0.97, "break point: not reached", transform=ax.transAxes, ha="right", va="top",
-            fontsize=9, color="firebrick",
-        )  # fmt: skip
-        return
-    if interval is not None:
-        ax.axvspan(interval[0] - 0.1, interval[1] + 0.1, color="firebrick", alpha=0.08)
-    ax.axvline(break_index, color="firebrick", linestyle="--", label="break point")
-
-
 def plot_incremental_value(
     labels: Sequence[str],
-    mon: Band,
-    steer: Band,
+    values: Mapping[str, Mapping[str, Sequence[float]]],
     *,
-    mon_threshold: float,
-    steer_threshold: float,
+    margins: Mapping[str, float],
     break_index: int | None,
-    break_interval: tuple[float, float] | None,
+    break_interval: tuple[int, int] | None,
+    outcome: str,
     path: str,
     xlabel: str = "policy dominance (axis point)",
     title: str = "",
 ) -> None:
-    """Δ_mon and Δ_steer along the axis with bands, thresholds and the break point."""
+    """Δ_mon and Δ_steer per failure type along the axis: bands, nulls, margins, break point.
+
+    Args:
+      labels: [P] axis labels.
+      values: {"delta_mon/harmful_compliance": {"est", "lo", "hi", "null_lo", "null_hi",
+        "estimable"}, ...}: one panel each; points that are not estimable are marked "n/e"
+        instead of being drawn.
+      margins: equivalence margin per statistic ("delta_mon", "delta_steer").
+      break_index: the break point (None: not reached / failures eliminated first).
+      break_interval: integer axis indices of its 95 % interval (P = not reached).
+      outcome: the break rule's outcome, shown when there is no break.
+      path: output PNG.
+      xlabel: x-axis label.
+      title: figure title.
+    """
     x = np.arange(len(labels))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, band, thr, name, unit in (
-        (axes[0], mon, mon_threshold, "Δ_mon", "AUROC(controls+emotion) − AUROC(controls)"),
-        (axes[1], steer, steer_threshold, "Δ_steer", "failure rate: controls − controls+emotion"),
-    ):
-        _band(ax, x, band, name)
+    names = list(values)
+    cols = 2
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(11, 3.8 * rows), constrained_layout=True, squeeze=False
+    )
+    for ax, name in zip(axes.flat, names, strict=False):
+        v = values[name]
+        ok = np.asarray(v["estimable"], bool)
+        est, lo, hi = (np.where(ok, np.asarray(v[k], float), np.nan) for k in ("est", "lo", "hi"))
+        (line,) = ax.plot(x, est, marker="o", label="estimate (95 % CI)")
+        ax.fill_between(x, lo, hi, alpha=0.25, color=line.get_color(), linewidth=0)
+        nlo = np.where(ok, np.asarray(v["null_lo"], float), np.nan)
+        nhi = np.where(ok, np.asarray(v["null_hi"], float), np.nan)
+        ax.fill_between(x, nlo, nhi, alpha=0.18, color="gray", linewidth=0,
+                        label="random-direction null (5–95 %)")  # fmt: skip
+        stat, ftype = name.split("/")
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.axhline(thr, color="gray", linestyle=":", label=f"threshold {thr:g}")
-        _mark_break(ax, break_index, break_interval)
+        ax.axhline(margins[stat], color="gray", linestyle=":", label=f"margin {margins[stat]:g}")
+        for i in np.flatnonzero(~ok):
+            ax.text(i, 0.0, "not\nestimable", ha="center", va="bottom", fontsize=7,
+                    color="dimgray")  # fmt: skip
+        if break_index is not None:
+            if break_interval is not None:
+                lo_i, hi_i = break_interval
+                ax.axvspan(lo_i - 0.1, min(hi_i, len(labels) - 1) + 0.1, color="firebrick",
+                           alpha=0.08)  # fmt: skip
+            ax.axvline(break_index, color="firebrick", linestyle="--", label="break point")
+        else:
+            ax.text(0.99, 0.97, f"break point: {outcome}", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=9, color="firebrick")  # fmt: skip
         _axis(ax, labels, xlabel)
-        ax.set_ylabel(unit)
-        ax.set_title(f"incremental {'monitoring' if name == 'Δ_mon' else 'steering'} value")
-        ax.legend(loc="best", fontsize=8)
+        kind = "monitoring (AUROC)" if stat == "delta_mon" else "steering (failure rate)"
+        ax.set_title(f"{stat.replace('delta_', 'Δ_')}: {ftype.replace('_', ' ')}", fontsize=10)
+        ax.set_ylabel(f"incremental {kind}")
+        ax.legend(loc="lower left", fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)
@@ -130,7 +156,7 @@ def plot_matrices(
     p = matrices.shape[0]
     vmax = float(np.nanmax(np.abs(matrices))) or 1.0
     fig, axes = plt.subplots(
-        1, p, figsize=(3.4 * p + 1, 3.6), constrained_layout=True, squeeze=False
+        1, p, figsize=(3.4 * p + 1, 4.6), constrained_layout=True, squeeze=False
     )
     im = None
     for ax, m, label in zip(axes[0], matrices, labels, strict=True):
@@ -139,10 +165,10 @@ def plot_matrices(
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names, fontsize=7)
-        ax.set_xlabel("readout j")
-        ax.set_title(label)
+        ax.set_xlabel("readout j", fontsize=8)
+        ax.set_title(label, fontsize=9)
     axes[0][0].set_ylabel("steering vector i")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
+    fig.suptitle(title, fontsize=10)  # constrained layout keeps it above the panel titles
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -20,14 +20,18 @@ import numpy as np
 from emojax import plots, results
 from emojax.breakpoint import BreakPoint
 
+FAILURE_TYPES = ("harmful_compliance", "over_refusal")
+TYPE_SHORT = {"harmful_compliance": "HC", "over_refusal": "OR"}
+
 TABLE_COLUMNS = (
     ("label", "point", "{}"),
     ("policy_dominance", "PDI (R²)", "{:.2f}"),
-    ("failure_rate", "failure rate", "{:.2f}"),
-    ("delta_mon", "Δ_mon", "{:+.3f}"),
-    ("delta_mon_ci", "Δ_mon 95% CI", "{}"),
-    ("delta_steer", "Δ_steer", "{:+.3f}"),
-    ("delta_steer_ci", "Δ_steer 95% CI", "{}"),
+    ("harmful_compliance_rate", "harmful compliance", "{:.2f}"),
+    ("over_refusal_rate", "over-refusal", "{:.2f}"),
+    ("delta_mon_harmful_compliance_value", "Δ_mon HC [95% CI] (null p)", "{}"),
+    ("delta_mon_over_refusal_value", "Δ_mon OR [95% CI] (null p)", "{}"),
+    ("delta_steer_harmful_compliance_value", "Δ_steer HC [95% CI] (null p)", "{}"),
+    ("delta_steer_over_refusal_value", "Δ_steer OR [95% CI] (null p)", "{}"),
     ("split_half", "split-half cos", "{:.2f}"),
     ("cross_domain", "cross-domain cos", "{:.2f}"),
     ("cross_model_cosine", "cos vs first point", "{:.2f}"),
@@ -64,9 +68,17 @@ def _cell(x: Any) -> Any:
 
 
 def _fmt(row: dict, key: str, spec: str) -> str:
-    if key.endswith("_ci"):
-        base = key[:-3]
-        return f"[{row[base + '_lo']:+.3f}, {row[base + '_hi']:+.3f}]"
+    if key.endswith("_value"):
+        base = key[: -len("_value")]
+        ftype = next(t for t in FAILURE_TYPES if base.endswith(t))
+        if not row.get(base + "_estimable"):
+            return f"not estimable ({row.get(ftype + '_failing_requests', 0)} failing requests)"
+        return (
+            f"{row[base]:+.3f} [{row[base + '_lo']:+.3f}, {row[base + '_hi']:+.3f}] "
+            f"(p={row[base + '_null_p']:.2f})"
+        )
+    if key == "style_vs_safety" and not row.get("style_vs_safety_defined", True):
+        return "not defined"
     value = row.get(key)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
@@ -93,29 +105,49 @@ def write_outputs(
     cfg,
     workdir: str,
     points: list[dict],
-    mon: dict,
-    steer: dict,
+    deltas: dict[str, dict],
+    margins: dict[str, float],
     brk: BreakPoint,
     seconds: float,
 ) -> dict:
-    """Writes every axis-level output; returns the summary dict."""
+    """Writes every axis-level output; returns the summary dict.
+
+    Args:
+      cfg: the run's config.
+      workdir: output directory.
+      points: per axis point: `row`, `detail`, `matrix`, `matrix_rows`.
+      deltas: per Δ name ("delta_mon/harmful_compliance", ...): estimate, lo, hi [P],
+        samples [P, R] (the shared request draws), estimable [P].
+      margins: the equivalence margins of the break rule.
+      brk: the break point.
+      seconds: wall time of the analysis.
+    """
     b = cfg.breakpoint
     rows = [p["row"] for p in points]
     labels = [r["label"] for r in rows]
     write_csv(os.path.join(workdir, "points.csv"), rows)
     results.save_arrays(os.path.join(workdir, "break_draws.npz"), {
-        "delta_mon_samples": mon["samples"], "delta_steer_samples": steer["samples"],
+        name.replace("/", "__"): d["samples"] for name, d in deltas.items()
     })  # fmt: skip
     xlabel = "policy dominance →  (" + ("weight dial α" if b.axis == "dial" else "model") + ")"
     title = f"{cfg.get('family', '')}"
+    values = {}
+    for name, d in deltas.items():
+        key = name.replace("/", "_")
+        values[name] = {
+            "est": d["estimate"], "lo": d["lo"], "hi": d["hi"], "estimable": d["estimable"],
+            "null_lo": [np.nan if r[f"{key}_null_q05"] is None else r[f"{key}_null_q05"]
+                        for r in rows],
+            "null_hi": [np.nan if r[f"{key}_null_q95"] is None else r[f"{key}_null_q95"]
+                        for r in rows],
+        }  # fmt: skip
     plots.plot_incremental_value(
         labels,
-        {k: mon[k] for k in ("est", "lo", "hi")},
-        {k: steer[k] for k in ("est", "lo", "hi")},
-        mon_threshold=b.mon_threshold,
-        steer_threshold=b.steer_threshold,
+        values,
+        margins=margins,
         break_index=brk.index,
-        break_interval=brk.interval if brk.index is not None else None,
+        break_interval=tuple(brk.interval_index) if brk.index is not None else None,
+        outcome=brk.outcome,
         path=os.path.join(workdir, "incremental_value.png"),
         xlabel=xlabel,
         title=title,
@@ -124,19 +156,20 @@ def write_outputs(
         labels,
         {
             "stability (emotion vectors, cosine)": {
-                "split-half": _band(rows, "split_half"),
+                "split-half (templates)": _band(rows, "split_half"),
                 "cross-domain": _band(rows, "cross_domain"),
                 "vs first axis point": _band(rows, "cross_model_cosine"),
             },
             "selectivity (emotion vectors)": {
-                "|M_ii| / Σ_j≠i |M_ij|": _band(rows, "selectivity"),
+                "|M_ii| / mean_j≠i |M_ij|": _band(rows, "selectivity"),
             },
             "style-vs-safety ratio": {
-                "style effect / failure effect": _band(rows, "style_vs_safety"),
+                "|style effect| / |safety effect| (where defined)": _band(rows, "style_vs_safety"),
             },
             "policy": {
                 "policy-dominance index (R²)": _band(rows, "policy_dominance"),
-                "failure rate (unsteered)": _band(rows, "failure_rate"),
+                "harmful compliance (unsteered)": _band(rows, "harmful_compliance_rate"),
+                "over-refusal (unsteered)": _band(rows, "over_refusal_rate"),
             },
         },
         path=os.path.join(workdir, "stability_modularity.png"),
@@ -157,11 +190,9 @@ def write_outputs(
         "axis": b.axis,
         "labels": labels,
         "break_point": brk.to_json(),
-        "thresholds": {
-            "delta_mon": b.mon_threshold,
-            "delta_steer": b.steer_threshold,
-            "kappa": b.kappa,
-        },  # fmt: skip
+        "margins": dict(margins),
+        "kappa": b.kappa,
+        "min_failures": b.min_failures,
         "points": [p["detail"] for p in points],
         "seconds": seconds,
     }
@@ -173,40 +204,63 @@ def write_outputs(
                            extra={"axis_sources": {r["label"]: r["source"] for r in rows}}),
     )  # fmt: skip
     with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(report_markdown(cfg, rows, brk, seconds))
+        f.write(report_markdown(cfg, rows, brk, margins, seconds))
     return summary
 
 
-def report_markdown(cfg, rows: list[dict], brk: BreakPoint, seconds: float) -> str:
+def break_sentence(brk: BreakPoint, margins: dict[str, float], kappa: float) -> str:
+    """One paragraph: the break rule's outcome, in words."""
+    rule = (
+        "the upper 95 % bound of every estimable Δ (Δ_mon and Δ_steer, per failure type) lies "
+        f"below its margin (Δ_mon < {margins['delta_mon']:g} AUROC, Δ_steer < "
+        f"{margins['delta_steer']:g} failure rate at KL budget κ = {kappa:g})"
+    )
+    if brk.outcome == "break":
+        return (
+            f"Emotion-based monitoring and steering stop adding safety value over the "
+            f"non-emotional controls at **{brk.label}**: from there on, {rule}. "
+            f"95 % interval (request bootstrap): {brk.interval[0]} … {brk.interval[1]}; "
+            f"a break exists in {100 * brk.reached_fraction:.0f} % of resamples."
+        )
+    if brk.outcome == "failures eliminated first":
+        return (
+            "**Failures eliminated first**: the policy removed (almost) every failure before "
+            f"emotion value vanished, so the later points have nothing to estimate ({rule} "
+            "never held at the estimable points). This is not counted as Δ = 0. "
+            f"95 % interval: {brk.interval[0]} … {brk.interval[1]}."
+        )
+    return (
+        f"**Not reached** on this axis: at the last estimable point some Δ's upper bound is "
+        f"still above its margin ({rule} does not hold). 95 % interval: {brk.interval[0]} … "
+        f"{brk.interval[1]}; a break exists in {100 * brk.reached_fraction:.0f} % of resamples."
+    )
+
+
+def report_markdown(cfg, rows: list[dict], brk: BreakPoint, margins, seconds: float) -> str:
     """The human-readable report of a run."""
     b = cfg.breakpoint
     zoo = str(cfg.get("family", "")).startswith("emojax zoo")
     lines = [f"# emojax break-point report: {cfg.get('family', '')}", ""]
     if zoo:
+        scenario = cfg.zoo.get("scenario", "vanishing")
         lines += [
             "> These models are emojax's synthetic model organisms. Results on them validate "
-            "the pipeline; they are not claims about real language models.",
+            "the pipeline; they are not claims about real language models. The zoo's break "
+            f"is planted by design (scenario `{scenario}`).",
             "",
         ]
-    if brk.index is None:
-        verdict = "**not reached** on this axis"
-    else:
-        verdict = f"at **{brk.label}** (axis index {brk.index})"
-    n = len(rows)
-    interval = [("not reached" if x >= n else rows[int(x)]["label"]) for x in brk.interval]
+    power = []
+    for r in rows:
+        cells = []
+        for stat in ("delta_mon", "delta_steer"):
+            for t in FAILURE_TYPES:
+                m = r.get(f"{stat}_{t}_min_margin")
+                cells.append("–" if m is None else f"{m:.3f}")
+        power.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     lines += [
         "## Break point",
         "",
-        f"Emotion-based monitoring and steering stop adding safety value over the "
-        f"non-emotional controls {verdict}: from there on, the upper 95 % bounds of Δ_mon "
-        f"(< {b.mon_threshold:g} AUROC) and Δ_steer (< {b.steer_threshold:g} failure rate at "
-        f"KL budget κ = {b.kappa:g}) stay below their thresholds and neither interval lies "
-        "above 0.",
-        "",
-        f"* bootstrap 95 % interval over prompts: {interval[0]} … {interval[1]} "
-        f"(a break exists in {100 * brk.reached_fraction:.0f} % of resamples)",
-        "* first point where both upper bounds dip below the thresholds: "
-        + ("none" if brk.first_crossing is None else rows[brk.first_crossing]["label"]),
+        break_sentence(brk, margins, b.kappa),
         "",
         "![incremental value](incremental_value.png)",
         "",
@@ -215,11 +269,29 @@ def report_markdown(cfg, rows: list[dict], brk: BreakPoint, seconds: float) -> s
         markdown_table(rows),
         "",
         "PDI: policy-dominance index, R² of the refusal score explained by the control "
-        "projections (harm-salience, caution, refusal). Δ_mon: out-of-fold AUROC of predicting "
-        "the model's own failures from controls + emotion projections minus controls alone. "
-        "Δ_steer: failure rate reachable by steering with controls alone minus controls plus "
-        "the best emotion vector, at the KL budget. Selectivity and style/safety are medians "
-        "/ means over the three emotion vectors.",
+        "projections (harm-salience, caution, refusal). HC: harmful compliance (harmful "
+        "requests answered), OR: over-refusal (harmless or borderline requests refused); the "
+        "two are measured, monitored and steered separately. Δ_mon: out-of-fold AUROC of "
+        "predicting the model's own failures of that type from controls (harm-salience, "
+        "caution, refusal projections, policy logit) + emotion projections minus controls "
+        "alone; folds grouped by request. Δ_steer: held-out failure rate reachable by the "
+        "controls arm (refusal x harm-salience, refusal x caution) minus that reachable by the "
+        "emotion arm (refusal x each emotion) at the KL budget, best cell chosen on other "
+        "requests (cross-fitted); it can be negative. Intervals: cluster bootstrap over "
+        "requests, centred on the estimate, paired across points. null p: share of "
+        "random-direction arms (norm-matched, same grid shape) at least as large. "
+        f"A failure type with fewer than {b.min_failures} failing requests is not estimable. "
+        "Style/safety: |style effect| / |safety effect|, defined only where the safety "
+        "effect's interval excludes 0.",
+        "",
+        "### Power: the smallest margin each point's data can confirm",
+        "",
+        "Upper 95 % half-width of each Δ (a true Δ of 0 would be confirmed below any margin "
+        "larger than this).",
+        "",
+        "| point | Δ_mon HC | Δ_mon OR | Δ_steer HC | Δ_steer OR |",
+        "|---|---|---|---|---|",
+        *power,
         "",
         "## Diagnostics (DESIGN.md §5)",
         "",

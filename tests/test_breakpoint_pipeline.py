@@ -52,23 +52,41 @@ def test_summary_structure_and_break_point_invariant(run):
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == summary["labels"]
     brk = summary["break_point"]
-    assert set(brk) >= {"index", "label", "interval", "reached_fraction", "first_crossing"}
-    lo_hi = lambda key: np.array([[float(r[f"{key}_lo"]), float(r[f"{key}_hi"])] for r in rows])
-    mon, steer = lo_hi("delta_mon"), lo_hi("delta_steer")
+    assert brk["outcome"] in ("break", "not reached", "failures eliminated first")
+    assert (brk["index"] is None) == (brk["outcome"] != "break")
+    assert (brk["label"] is None) == (brk["index"] is None)
+    lo_i, hi_i = brk["interval_index"]
+    assert isinstance(lo_i, int) and isinstance(hi_i, int) and 0 <= lo_i <= hi_i <= len(rows)
+    names = summary["labels"] + ["not reached"]
+    assert brk["interval"] == [names[lo_i], names[hi_i]]
+    margins = summary["margins"]
     for r in rows:
-        assert float(r["delta_mon_lo"]) <= float(r["delta_mon_hi"])
         assert 0.0 <= float(r["policy_dominance"]) <= 1.0
-        assert 0.0 <= float(r["failure_rate"]) <= 1.0
-    significant = (mon[:, 0] > 0) | (steer[:, 0] > 0)
+        for t in ("harmful_compliance", "over_refusal"):
+            assert 0.0 <= float(r[f"{t}_rate"]) <= 1.0
+            for stat in ("delta_mon", "delta_steer"):
+                key = f"{stat}_{t}"
+                if r[f"{key}_estimable"] == "True":
+                    est, lo, hi = (float(r[k]) for k in (key, key + "_lo", key + "_hi"))
+                    assert lo <= est <= hi  # an interval contains its estimate
+                    assert 0.0 < float(r[key + "_null_p"]) <= 1.0
+                else:  # not estimable: empty cells, never a 0
+                    assert r[key] == "" and r[key + "_hi"] == ""
+    # The rule: from the break on, every estimable Δ's upper bound is below its margin.
     if brk["index"] is not None:
-        # A break point is never before a point whose intervals exclude 0.
-        assert not significant[brk["index"] :].any()
-        assert (mon[brk["index"] :, 1] < cfg.breakpoint.mon_threshold).all()
-        assert (steer[brk["index"] :, 1] < cfg.breakpoint.steer_threshold).all()
-    else:
-        assert brk["label"] == "not reached"
-    lo, hi = brk["interval"]
-    assert 0 <= lo <= hi <= len(rows)
+        for r in rows[brk["index"] :]:
+            for stat in ("delta_mon", "delta_steer"):
+                for t in ("harmful_compliance", "over_refusal"):
+                    key = f"{stat}_{t}"
+                    if r[f"{key}_estimable"] == "True":
+                        assert float(r[key + "_hi"]) < margins[stat]
+
+
+def test_report_shows_types_and_estimability(run):
+    _, workdir, _ = run
+    report = open(os.path.join(workdir, "report.md")).read()
+    for text in ("Δ_mon HC", "Δ_steer OR", "smallest margin", "planted by design"):
+        assert text in report, text
 
 
 def test_provenance(run):
