@@ -515,12 +515,17 @@ def random_arm_calibration(
     zero: int = 0,
     **delta_kwargs: Any,
 ) -> dict[str, Any]:
-    """Calibration on real data: Δ_steer between two arms of real random-direction grids.
+    """Δ_steer between two arms of real random-direction grids: what the interval conditions on.
 
-    Two disjoint sets of ``arm_size`` norm-matched random directions are exchangeable by
-    construction, so the true Δ_steer between them is 0 and its interval should cover 0 in
-    >= 95 % of pairs and be "significant" in <= 5 %. Pairs share requests, so the rates are
-    correlated: read them as a check, not as independent trials.
+    Two disjoint sets of ``arm_size`` norm-matched random directions are exchangeable *over
+    directions*, so across pairs Δ_steer is centred on 0. For one drawn pair it is not 0:
+    particular directions steer more or less well. The request bootstrap is conditional on
+    the vectors (it resamples requests, not directions), so its interval covers 0 for such a
+    pair only when the two arms happen to steer alike. The share of pairs that look
+    "significant" by the interval alone measures how much directions differ beyond request
+    noise, and is the reason every Δ is reported with its random-direction null (p-value):
+    value beyond an arbitrary direction is read there, not from the interval. Pairs share
+    requests, so the rates are correlated.
 
     Args:
       fail_random: [Q, G, N] real 0/1 failures of each random direction's grid (one type).
@@ -536,7 +541,8 @@ def random_arm_calibration(
       **delta_kwargs: passed to `incremental.delta_steer` (num_folds, num_splits, ...).
 
     Returns:
-      ``coverage_zero``, ``significant`` (lo > 0), ``negative`` (hi < 0), ``estimate`` [pairs].
+      ``coverage_zero``, ``significant`` (lo > 0), ``negative`` (hi < 0), ``mean`` (of the
+      estimates over pairs; ~0 by exchangeability), ``estimate`` [pairs].
     """
     fail_random = np.asarray(fail_random, np.float64)
     kl_random = np.asarray(kl_random, np.float64)
@@ -563,8 +569,40 @@ def random_arm_calibration(
         "coverage_zero": float(np.mean((lo <= 0) & (0 <= hi))),
         "significant": float(np.mean(lo > 0)),
         "negative": float(np.mean(hi < 0)),
+        "mean": float(np.mean(est)),
         "estimate": est,
     }
+
+
+def sweep_calibration(
+    sweep_dir: str, kappa: float, *, num_pairs: int = 50, num_draws: int = 200, seed: int = 0
+) -> dict[str, Any]:
+    """`random_arm_calibration` on a finished sweep's random-direction grids, per failure type.
+
+    Args:
+      sweep_dir: a sweep work directory (`points/<label>/sweep` of a break-point run).
+      kappa: KL budget.
+      num_pairs: arm pairs (the "seeds" of the study).
+      num_draws: request draws per pair.
+      seed: seed.
+
+    Returns:
+      {failure type: random_arm_calibration's result (estimates as a list)}.
+    """
+    from emojax import sweep
+
+    res = sweep.SweepResults.load(sweep_dir)
+    out = {}
+    for ftype in sweep.FAILURE_TYPES:
+        arms = sweep.joint_arms(res, 0, ftype)
+        r = random_arm_calibration(
+            arms.fail["random"], arms.kl["random"], arms.request, kappa,
+            num_requests=arms.num_requests, num_pairs=num_pairs, num_draws=num_draws,
+            seed=seed, zero=arms.zero["random"],
+        )  # fmt: skip
+        r["estimate"] = np.asarray(r["estimate"]).tolist()
+        out[ftype] = r
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,11 @@ Examples:
   python scripts/calibrate.py                          # 50 seeds, the README's table
   python scripts/calibrate.py --quick --seeds=20       # small and fast (as in CI)
   python scripts/calibrate.py --out=runs/calibration.json --margin=0.1
+  python scripts/calibrate.py --sweep=runs/zoo/points/base/sweep
+
+With --sweep, it also runs Δ_steer between two disjoint arms of a finished sweep's random
+directions (exchangeable over directions: mean ~0 across pairs; see
+emojax.calibration.random_arm_calibration for what the per-pair intervals mean).
 
 Prints Markdown tables (coverage of the 95 % Δ_steer interval, false "significant" rate,
 break-rule outcomes on planted axes) and writes the numbers as JSON.
@@ -26,6 +31,8 @@ _SEEDS = flags.DEFINE_integer("seeds", 50, "Simulated data sets per study.")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer requests and draws (CI).")
 _MARGIN = flags.DEFINE_float("margin", 0.1, "Equivalence margin of Δ_steer for the break rule.")
 _OUT = flags.DEFINE_string("out", "calibration.json", "Where to write the JSON results.")
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "Sweep work directories (random-arm study).")
+_KAPPA = flags.DEFINE_float("kappa", 0.1, "KL budget of the random-arm study.")
 
 
 def main(argv: list[str]) -> None:
@@ -34,6 +41,16 @@ def main(argv: list[str]) -> None:
     result = calibration.run_calibration(_SEEDS.value, quick=_QUICK.value, margin=_MARGIN.value)
     result["seconds"] = time.perf_counter() - start
     print(calibration.markdown_table(result))
+    if _SWEEP.value:
+        print("\n| sweep | failure type | arm pairs | mean Δ | covers 0 | lo > 0 | hi < 0 |")
+        print("|---|---|---|---|---|---|---|")
+    for path in _SWEEP.value:
+        real = calibration.sweep_calibration(path, _KAPPA.value, num_pairs=_SEEDS.value)
+        result.setdefault("sweeps", {})[path] = real
+        for ftype, r in real.items():
+            print(f"| {path} | {ftype} | {r['num_pairs']} | {r['mean']:+.3f} | "
+                  f"{r['coverage_zero']:.2f} | "
+                  f"{r['significant']:.2f} | {r['negative']:.2f} |")  # fmt: skip
     if os.path.dirname(_OUT.value):
         os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
     with open(_OUT.value, "w") as f:
