@@ -54,6 +54,7 @@ def fake_entry(payload: bytes, name="fake-model", **overrides) -> models.Registe
 def local_index(tmp_path, monkeypatch):
     """EMOJAX_CACHE in tmp_path, pip served from tmp_path/wheels only; yields the wheel folder."""
     monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no index from the machine's pip.conf
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
     monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
@@ -136,6 +137,7 @@ def test_two_processes_fetch_once_and_agree(local_index, tmp_path):
 
 def test_offline_error_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no extra index from the machine's pip.conf
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "2")
