@@ -110,8 +110,10 @@ class AxisPoint:
 
 
 def resolve_paths(cfg, names: list[str]) -> dict[str, str]:
-    """Zoo names -> built zoo directories (built on demand); other names are kept as given."""
-    from emojax import zoo
+    """Zoo names -> built zoo directories (built on demand); registered model names
+    (`emojax.models`, e.g. 'smollm2-135m-instruct') -> their cached file (fetched on first
+    use); other names are kept as given."""
+    from emojax import models, zoo
 
     out = {n: n for n in names}
     wanted = [n for n in names if n in zoo.ZOO_MODELS and not os.path.isdir(n)]
@@ -119,6 +121,9 @@ def resolve_paths(cfg, names: list[str]) -> dict[str, str]:
         logging.info("building / reusing the model zoo for %s", wanted)
         built = zoo.build_zoo(cfg, cfg.zoo.cache_dir or None)
         out.update({n: str(built[n]) for n in wanted})
+    for n in names:
+        if not os.path.exists(n) and models.is_registered(n):
+            out[n] = models.ensure_model(n)
     return out
 
 
