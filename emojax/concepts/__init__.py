@@ -8,6 +8,12 @@ Shipped datasets (emojax/concepts/data/*.jsonl, regenerate with
                             one underlying request each;
 every record has a domain label and a train/val/test split fixed by seed.
 
+Renderings. The shipped text is the zoo's rendering (words and punctuation separated by
+spaces, for its word tokenizer). `rendering="english"` (in `load_contrast`, `load_eval`,
+`templates`, `with_cue`, `with_framing`) gives the same records in natural English for real
+tokenizers (sentence case, attached punctuation, possessives; `emojax.concepts.english`),
+with identical ids, request ids and template ids.
+
 Units. A *request* is one underlying task; `load_eval(..., cue=..., framing=...)` shows it
 under cue and framing templates and every variant keeps its `request` id, so resampling
 clusters on `request_index(prompts)`. *Templates* (`templates(concept, split)`, >= 30 per
@@ -24,6 +30,7 @@ Example:
   framed = concepts.load_eval("harmful", "test", framing="roleplay")  # or cue="roleplay"
   request, num_requests = concepts.request_index(harmful + cued + framed)
   text = concepts.format_chat(tok, harmful[0].text, template_source=instruct_tok)
+  real = concepts.load_eval("harmful", "test", framing="fiction", rendering="english")
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emojax.concepts import grammar
+from emojax.concepts import english, grammar
 from emojax.concepts.chat import encode_chat, format_chat, left_pad, resolve_template
 from emojax.concepts.schema import (
     EVAL_KINDS,
@@ -63,6 +70,8 @@ JAILBREAK: str = grammar.JAILBREAK
 DOMAINS: tuple[str, ...] = grammar.DOMAINS
 DATA_DIR = Path(__file__).parent / "data"
 Template = grammar.Template
+# How text is written: the zoo's word-tokenizer rendering or natural English.
+RENDERINGS: tuple[str, ...] = english.RENDERINGS
 
 __all__ = [
     "CONCEPTS",
@@ -76,6 +85,7 @@ __all__ = [
     "EVAL_KINDS",
     "FRAMINGS",
     "JAILBREAK",
+    "RENDERINGS",
     "SPLITS",
     "ContrastPair",
     "DatasetError",
@@ -118,6 +128,7 @@ def load_contrast(
     *,
     data_dir: str | Path | None = None,
     limit: int | None = None,
+    rendering: str = "zoo",
 ) -> list[ContrastPair]:
     """Contrast pairs of one concept.
 
@@ -127,8 +138,10 @@ def load_contrast(
       path: a user's .jsonl/.csv file in the contrast schema instead of the shipped set.
       data_dir: a directory holding contrast_<concept>.jsonl (or .csv); '' / None = shipped.
       limit: keep the first `limit` pairs (0 / None = all).
+      rendering: 'zoo' (the shipped text) or 'english' (natural English, same ids).
     """
     _check_split(split)
+    english.check_rendering(rendering)
     if path is None and data_dir:
         path = _find(data_dir, f"contrast_{concept}")
     if path is None:
@@ -136,12 +149,13 @@ def load_contrast(
             raise ValueError(f"unknown concept {concept!r}; shipped: {CONTRAST_SETS}")
         path = DATA_DIR / contrast_filename(concept)
     pairs = [p for p in read_contrast(path, concept) if split is None or p.split == split]
-    return pairs[:limit] if limit else pairs
+    pairs = pairs[:limit] if limit else pairs
+    return [english.render_contrast(p) for p in pairs] if rendering == "english" else pairs
 
 
-def load_refusal_contrast(split: str | None = None) -> list[ContrastPair]:
+def load_refusal_contrast(split: str | None = None, rendering: str = "zoo") -> list[ContrastPair]:
     """Harmful (positive) vs harmless (negative) instructions, as in Arditi et al. (2024)."""
-    return load_contrast("refusal", split)
+    return load_contrast("refusal", split, rendering=rendering)
 
 
 def load_eval(
@@ -154,6 +168,7 @@ def load_eval(
     framing: str | None = None,
     limit: int | None = None,
     template_split: str | None = None,
+    rendering: str = "zoo",
 ) -> list[EvalPrompt]:
     """Evaluation prompts of one kind, optionally under a cue and / or a framing.
 
@@ -174,8 +189,11 @@ def load_eval(
       template_split: the split whose templates are used (default: `split`; None = all).
         The i-th prompt gets template i mod (number of templates), so the result is
         deterministic and the test split's prompts get held-out templates.
+      rendering: 'zoo' (the shipped text) or 'english' (natural English, same ids; the
+        prompt is composed in the zoo rendering, then rendered as a whole).
     """
     _check_split(split)
+    english.check_rendering(rendering)
     if path is None and data_dir:
         path = _find(data_dir, f"eval_{kind}")
     if path is None:
@@ -195,7 +213,7 @@ def load_eval(
     prompts = [p for p in read_eval(path, kind) if split is None or p.split == split]
     prompts = prompts[:limit] if limit else prompts
     if cue is None and framing is None:
-        return prompts
+        return [english.render_eval(p) for p in prompts] if rendering == "english" else prompts
     tsplit = template_split if template_split is not None else split
     out = []
     for i, p in enumerate(prompts):
@@ -207,6 +225,7 @@ def load_eval(
             t = grammar.pick_template(cue, i, tsplit)
             text, ids = t.apply(text), [t.id] + ids
         template = "+".join(([p.template] if p.template else []) + ids)
+        text = english.render(text) if rendering == "english" else text
         out.append(dataclasses.replace(p, text=text, template=template))
     return out
 
@@ -234,16 +253,37 @@ def template_index(records: Sequence[EvalPrompt | ContrastPair]) -> tuple[np.nda
     return _group_index([r.template or f"id:{r.id}" for r in records])
 
 
-def templates(concept: str, split: str | None = None) -> tuple[Template, ...]:
-    """The templates of a concept or framing family (ids, texts, splits); see grammar."""
+def templates(
+    concept: str, split: str | None = None, rendering: str = "zoo"
+) -> tuple[Template, ...]:
+    """The templates of a concept or framing family (ids, texts, splits); see grammar.
+
+    With rendering='english' their texts are in English (same ids and splits).
+    """
+    if english.check_rendering(rendering) == "english":
+        return english.templates(concept, split)
     return grammar.templates(concept, split)
 
 
-def with_cue(text: str, cue: str | None, index: int = 0, split: str | None = None) -> str:
-    """Prefixes `text` with the `index`-th context sentence of `cue` (see grammar.CUES)."""
+def with_cue(
+    text: str, cue: str | None, index: int = 0, split: str | None = None, rendering: str = "zoo"
+) -> str:
+    """Prefixes `text` with the `index`-th context sentence of `cue` (see grammar.CUES).
+
+    With rendering='english', `text` is English (any request) and so is the result.
+    """
+    if english.check_rendering(rendering) == "english":
+        return text if cue in (None, "", "none") else english.with_cue(text, cue, index, split)
     return grammar.with_cue(text, cue, index, split)
 
 
-def with_framing(text: str, framing: str, index: int = 0, split: str | None = None) -> str:
-    """Wraps `text` in the `index`-th template of a framing family (or 'jailbreak')."""
+def with_framing(
+    text: str, framing: str, index: int = 0, split: str | None = None, rendering: str = "zoo"
+) -> str:
+    """Wraps `text` in the `index`-th template of a framing family (or 'jailbreak').
+
+    With rendering='english', `text` is English (any request: a HarmBench behaviour, say).
+    """
+    if english.check_rendering(rendering) == "english":
+        return english.with_cue(text, framing, index, split)
     return grammar.pick_template(framing, index, split).apply(text)
