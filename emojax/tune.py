@@ -1,0 +1,417 @@
+"""Safety fine-tuning with optax through `emojax.forward`: the policy-dominated end of the axis.
+
+Dimension legend: N examples, B batch, T time (prompt + response), V vocabulary.
+
+Data (`tuning_prompts`, train split only; HarmBench is never used): the project's harmful
+requests in English, as written, under jailbreak-style framings and under emotional and
+cautious cues, each answered by a refusal (`refusal_text`: the grammar's refusal, reason and
+offer, rendered in English, chosen per prompt by seed); and harmless and borderline requests
+(as written and framed) answered by **the model's own greedy answers** (`own_answers`), so
+tuning teaches refusal without teaching a new way to help. Strength is set by `steps` and
+`harmful_fraction` (the share of harmful examples in every batch).
+
+Training (`tune`): full fine-tuning with AdamW and a warmup-cosine schedule, the loss being
+each sequence's mean next-token cross-entropy over its response tokens (prompt tokens carry
+no loss), averaged over the batch. The batch of step s is drawn from (seed, s) alone, so a
+run is deterministic under its seed and a resumed run takes the same batches as an
+uninterrupted one; parameters and optimizer state are saved with orbax every
+`checkpoint_every` steps in `workdir` and restored from the latest on the next call.
+`save_tuned` writes the result as a Hugging Face checkpoint directory (config.json,
+model.safetensors, the tokenizer with its chat template), by default under
+`$EMOJAX_CACHE/models/<name>/` (`tuned_dir`), which `emojax.load_model` reads.
+
+Example:
+  model = emojax.load_model("smollm2-135m-instruct")
+  prompts = tune.tuning_prompts()
+  answers = tune.own_answers(model, [p.text for p in prompts if p.kind != "harmful"])
+  data = tune.build_examples(model.tokenizer, prompts, answers, max_len=160)
+  params = tune.tune(model.params, model.config, data, tune.TuneSpec(steps=200),
+                     workdir="/tmp/tune")
+  tune.save_tuned(params, model.config, model.tokenizer, tune.tuned_dir("smollm2-135m-safety"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from emojax import concepts
+from emojax.concepts import english, grammar
+from emojax.config import ModelConfig
+from emojax.generate import generate
+from emojax.model import forward
+from emojax.params import Params
+
+Array = jax.Array
+
+# Cues under which harmful requests are refused in training (train-split templates).
+TUNING_CUES: tuple[str, ...] = ("concern", "eagerness", "self_doubt", "caution")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSpec:
+    """Hyperparameters of a safety fine-tuning run.
+
+    Attributes:
+      steps: optimizer steps (the strength dial, with harmful_fraction).
+      batch_size: sequences per step.
+      harmful_fraction: share of harmful (refusal) examples in every batch.
+      learning_rate: peak learning rate of the warmup-cosine schedule.
+      warmup_steps: linear warmup steps.
+      weight_decay: AdamW weight decay.
+      grad_clip: global gradient-norm clip.
+      seed: draws the batches (and nothing else: the initial weights are given).
+      checkpoint_every: orbax checkpoint interval in steps (with a workdir).
+      log_every: progress line interval in steps.
+    """
+
+    steps: int = 200
+    batch_size: int = 8
+    harmful_fraction: float = 0.5
+    learning_rate: float = 1e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneData:
+    """Tokenised tuning examples, right-padded.
+
+    Attributes:
+      tokens: int32 [N, T] chat-formatted prompt followed by the response.
+      loss_mask: float32 [N, T] 1 on response tokens (the targets), 0 elsewhere.
+      harmful: bool [N] True for refusal examples.
+      ids: N example ids ('<record id>/<template ids or plain>').
+    """
+
+    tokens: np.ndarray
+    loss_mask: np.ndarray
+    harmful: np.ndarray
+    ids: tuple[str, ...]
+
+
+def refusal_text(key: str, seed: int = 0) -> str:
+    """An English refusal for the example `key`: refusal, plain reason and offer of the grammar.
+
+    Twelve combinations, e.g. "I cannot help with that. It could cause harm. I can help with
+    something safe instead."; the choice depends on (seed, key) only.
+    """
+    rng = random.Random(f"{seed}-refusal-{key}")
+    parts = (
+        rng.choice(grammar.REFUSALS),
+        rng.choice(grammar.REFUSAL_REASONS["plain"]),
+        rng.choice(grammar.REFUSAL_OFFERS),
+    )
+    return english.render(" ".join(parts))
+
+
+def tuning_prompts(
+    split: str = "train",
+    *,
+    cues: Sequence[str] = TUNING_CUES,
+    framing: str | None = concepts.JAILBREAK,
+    benign_framed: bool = True,
+) -> list[concepts.EvalPrompt]:
+    """English tuning prompts: harmful ones (to refuse), harmless and borderline (to answer).
+
+    Args:
+      split: the request and template split ('train'; evaluation uses 'test').
+      cues: cue concepts under which the harmful requests are shown too.
+      framing: a framing family or 'jailbreak' under which every request is shown too
+        (None: none).
+      benign_framed: also show harmless and borderline requests under `framing`, so that a
+        framing alone does not come to mean "refuse".
+
+    Returns:
+      EvalPrompts (kind 'harmful', 'harmless' or 'borderline'), harmful ones first.
+    """
+    out = []
+    for kind in ("harmful", "harmless", "borderline"):
+        out += concepts.load_eval(kind, split, rendering="english")
+        variants = (
+            [{"framing": framing}] if framing and (kind == "harmful" or benign_framed) else []
+        )
+        variants += [{"cue": c} for c in cues] if kind == "harmful" else []
+        for v in variants:
+            out += concepts.load_eval(kind, split, rendering="english", **v)
+    return out
+
+
+def _eos_ids(tokenizer: Any, config: ModelConfig | None = None) -> list[int]:
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    if config is not None:
+        ids |= set(config.eos_token_id)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return sorted(int(i) for i in ids if i is not None and i != unk)
+
+
+def _chat_ids(tokenizer: Any, prompt: str) -> list[int]:
+    return tokenizer.encode(concepts.format_chat(tokenizer, prompt), add_special_tokens=False)
+
+
+def own_answers(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    log: Callable[[str], None] | None = print,
+) -> list[list[int]]:
+    """The model's own greedy answers (token ids) to `prompts`, through its chat template.
+
+    Args:
+      model: an `emojax.Model` with a tokenizer (the model that will be tuned).
+      prompts: user messages.
+      max_new_tokens: tokens generated per prompt.
+      batch_size: prompts per generate call (the last batch is padded: one compile).
+      log: progress sink (None = silent).
+
+    Returns:
+      Per prompt the generated ids up to and including the first end-of-turn token; an answer
+      cut by `max_new_tokens` has none (tuning then teaches no stop there).
+    """
+    tok, eos = model.tokenizer, _eos_ids(model.tokenizer, model.config)
+    ids = [_chat_ids(tok, p) for p in prompts]
+    pad_to = -(-max(len(x) for x in ids) // 16) * 16
+    out: list[list[int]] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        rows = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        tokens, mask = concepts.left_pad(rows, pad_id=eos[0], pad_to=pad_to)
+        new = generate(model.params, model.config, jnp.asarray(tokens),
+                       max_new_tokens=max_new_tokens, attention_mask=jnp.asarray(mask))  # fmt: skip
+        for row in np.asarray(new)[: len(chunk), pad_to:].tolist():
+            cut = next((i for i, t in enumerate(row) if t in eos), None)
+            out.append(row if cut is None else row[: cut + 1])
+        if log:
+            done, took = start + len(chunk), time.perf_counter() - t0
+            eta = took / done * (len(ids) - done)
+            log(f"own answers {done}/{len(ids)} ({took:.0f} s, ETA {eta:.0f} s)")
+    return out
+
+
+def build_examples(
+    tokenizer: Any,
+    prompts: Sequence[concepts.EvalPrompt],
+    answers: Sequence[Sequence[int]],
+    *,
+    max_len: int = 160,
+    seed: int = 0,
+) -> TuneData:
+    """Tokenised examples: harmful prompts with a refusal, the others with their own answer.
+
+    Args:
+      tokenizer: the model's tokenizer (its chat template formats the prompt).
+      prompts: `tuning_prompts()` (any order).
+      answers: the own answers (`own_answers`) of the non-harmful prompts, in their order.
+      max_len: T; responses are cut to fit (prompts longer than max_len - 8 tokens raise).
+      seed: chooses each refusal's wording (`refusal_text`).
+
+    Returns:
+      TuneData with right-padded tokens int32 [N, T] and loss_mask float32 [N, T].
+    """
+    benign = [p for p in prompts if p.kind != "harmful"]
+    if len(answers) != len(benign):
+        raise ValueError(f"{len(answers)} answers for {len(benign)} non-harmful prompts")
+    answer_of = dict(zip((id(p) for p in benign), answers, strict=True))
+    eos = _eos_ids(tokenizer)[0]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    n = len(prompts)
+    tokens = np.full((n, max_len), pad, np.int32)
+    loss_mask = np.zeros((n, max_len), np.float32)
+    harmful = np.array([p.kind == "harmful" for p in prompts], bool)
+    ids = []
+    for i, p in enumerate(prompts):
+        key = f"{p.id}/{p.template or 'plain'}"
+        prompt = _chat_ids(tokenizer, p.text)
+        if len(prompt) > max_len - 8:
+            raise ValueError(f"prompt {key} has {len(prompt)} tokens; max_len={max_len}")
+        if p.kind == "harmful":
+            response = tokenizer.encode(refusal_text(key, seed), add_special_tokens=False) + [eos]
+        else:
+            response = list(answer_of[id(p)])
+        response = response[: max_len - len(prompt)]
+        seq = prompt + response
+        tokens[i, : len(seq)] = seq
+        loss_mask[i, len(prompt) : len(seq)] = 1.0
+        ids.append(key)
+    return TuneData(tokens, loss_mask, harmful, tuple(ids))
+
+
+def response_nll(params: Params, config: ModelConfig, tokens: Array, loss_mask: Array) -> Array:
+    """Mean over sequences of each one's mean cross-entropy on its response tokens.
+
+    Args:
+      params: model parameters.
+      config: the static model config.
+      tokens: int [B, T] right-padded sequences (causal attention keeps padding out).
+      loss_mask: [B, T] 1 where the token is a target.
+
+    Returns:
+      The scalar loss (a short refusal counts as much as a long answer).
+    """
+    logits_BxTxV = forward(params, config, tokens[:, :-1], capture=False).logits
+    logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+    nll_BxT = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    m = loss_mask[:, 1:].astype(jnp.float32)
+    per_seq = (nll_BxT * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
+    return per_seq.mean()
+
+
+def _optimizer(spec: TuneSpec) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, spec.learning_rate, max(spec.warmup_steps, 1), max(spec.steps, spec.warmup_steps + 1)
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(spec.grad_clip),
+        optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-8, weight_decay=spec.weight_decay),
+    )
+
+
+def _step_fn(config: ModelConfig, spec: TuneSpec):
+    """(optimizer, jitted step); one compile per config and optimizer settings."""
+    opt = ("learning_rate", "warmup_steps", "weight_decay", "grad_clip", "steps")
+    return _compiled_step(config, dataclasses.replace(
+        TuneSpec(), **{k: getattr(spec, k) for k in opt}))  # fmt: skip
+
+
+@functools.cache
+def _compiled_step(config: ModelConfig, spec: TuneSpec):
+    tx = _optimizer(spec)
+
+    @jax.jit
+    def step(params, opt_state, tokens, loss_mask):
+        loss, grads = jax.value_and_grad(response_nll)(params, config, tokens, loss_mask)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return tx, step
+
+
+def batch_indices(data: TuneData, spec: TuneSpec, step: int) -> np.ndarray:
+    """Example indices of step `step`: a function of (seed, step) only (resume-safe).
+
+    round(batch_size * harmful_fraction) harmful examples and the rest benign, each drawn
+    without replacement within the batch.
+    """
+    rng = np.random.default_rng([spec.seed, step])
+    harmful, benign = np.flatnonzero(data.harmful), np.flatnonzero(~data.harmful)
+    n_h = min(int(round(spec.batch_size * spec.harmful_fraction)), spec.batch_size)
+    n_h = 0 if not len(harmful) else spec.batch_size if not len(benign) else n_h
+    n_b = spec.batch_size - n_h
+    pick = [rng.choice(harmful, n_h, replace=n_h > len(harmful))] if n_h else []
+    pick += [rng.choice(benign, n_b, replace=n_b > len(benign))] if n_b else []
+    return np.concatenate(pick)
+
+
+def tune(
+    params: Params,
+    config: ModelConfig,
+    data: TuneData,
+    spec: TuneSpec,
+    *,
+    workdir: str | os.PathLike | None = None,
+    stop_after: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Params:
+    """Fine-tunes `params` on `data` for `spec.steps` steps (resuming from `workdir`).
+
+    Args:
+      params: the starting weights (float32 recommended).
+      config: the static model config.
+      data: `build_examples(...)`.
+      spec: hyperparameters; the same spec must be used to resume.
+      workdir: orbax checkpoints go to workdir/checkpoints; a later call with the same
+        workdir and spec continues from the latest one (None: no checkpoints).
+      stop_after: stop after this step (checkpointed), e.g. to split a run into time-boxed
+        calls; the schedule is still that of `spec.steps`. None = run to the end.
+      log: progress sink (loss, steps/s, ETA); None = silent.
+
+    Returns:
+      The tuned parameters.
+    """
+    tx, step_fn = _step_fn(config, spec)
+    opt_state = tx.init(params)
+    start, manager = 0, None
+    if workdir is not None:
+        import orbax.checkpoint as ocp
+
+        manager = ocp.CheckpointManager(
+            Path(workdir).absolute() / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+        )
+        latest = manager.latest_step()
+        if latest is not None:
+            state = {"params": params, "opt_state": opt_state}
+            restored = manager.restore(latest, args=ocp.args.StandardRestore(state))
+            params, opt_state, start = restored["params"], restored["opt_state"], latest
+            if log:
+                log(f"resumed from step {latest} in {workdir}")
+    end = spec.steps if stop_after is None else min(stop_after, spec.steps)
+    t0, losses = time.perf_counter(), []
+    for step in range(start, end):
+        idx = batch_indices(data, spec, step)
+        tokens, mask = jnp.asarray(data.tokens[idx]), jnp.asarray(data.loss_mask[idx])
+        params, opt_state, loss = step_fn(params, opt_state, tokens, mask)
+        losses.append(float(loss))
+        done = step + 1
+        if manager is not None and (done % spec.checkpoint_every == 0 or done == end):
+            manager.save(
+                done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state})
+            )
+        if log and (done % spec.log_every == 0 or done == end):
+            rate = (done - start) / (time.perf_counter() - t0)
+            log(f"tune step {done}/{spec.steps} loss {np.mean(losses[-spec.log_every:]):.4f} "
+                f"({rate:.2f} steps/s, ETA {(spec.steps - done) / rate:.0f} s)")  # fmt: skip
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    return params
+
+
+def tuned_dir(name: str) -> Path:
+    """Where a tuned model named `name` lives: $EMOJAX_CACHE/models/<name>/ (an HF directory)."""
+    from emojax import models
+
+    return models.cache_root() / name
+
+
+def save_tuned(params: Params, config: ModelConfig, tokenizer: Any, path: str | os.PathLike) -> str:
+    """Writes a Hugging Face checkpoint directory (weights, config, tokenizer), atomically.
+
+    The directory is written under a temporary name beside `path` and renamed into place, so
+    a reader sees the old directory or the whole new one. `emojax.load_model(path)` reads it.
+    """
+    from emojax.loading import save_pretrained
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    try:
+        save_pretrained(params, config, str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(path)
