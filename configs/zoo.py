@@ -13,8 +13,14 @@ import ml_collections
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    """Returns the zoo config; `arg='smoke'` shrinks everything for tests."""
+    """Returns the zoo config; `arg='smoke'` shrinks everything for tests.
+
+    `arg='validation'` builds a small, fast zoo (about 43 s of CPU per scenario on one core)
+    that still learns the planted two-stage behaviour: the testbed of the scenario-recovery
+    tests.
+    """
     smoke = arg == "smoke"
+    validation = arg == "validation"
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dtype = "float32"
@@ -23,6 +29,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # --- zoo ---
     c.zoo = ml_collections.ConfigDict()
     c.zoo.smoke = smoke
+    c.zoo.validation = validation
     c.zoo.cache_dir = ""  # "" -> ~/.cache/emojax/zoo/<config hash>/ ($EMOJAX_CACHE moves it)
     c.zoo.seed = 0
     # Planted truth (emojax.zoo.scenario.SCENARIOS): vanishing (break at safety-2), persistent
@@ -41,22 +48,23 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.zoo.base_docs = 2000 if smoke else 12000
     c.zoo.instruct_docs = 500 if smoke else 3000
     c.zoo.safety_docs = 400 if smoke else 2000
-    c.zoo.batch_size = 16 if smoke else 32
-    c.zoo.base_steps = 30 if smoke else 260
-    # Fine-tuning stages long enough that each stage's planted policy (emotion coupling
-    # absorbed or not, framings still complied with) shows in greedy behaviour.
-    c.zoo.instruct_steps = 10 if smoke else 160
-    c.zoo.safety_steps = (5, 5, 5) if smoke else (100, 100, 100)
+    # Small batches, more steps: the same behaviour for less compute than batch 32.
+    c.zoo.batch_size = 12 if validation else 16
+    c.zoo.base_steps = 30 if smoke else 320 if validation else 360
+    # Fine-tuning stages long enough that each stage's planted behaviour (the take-back's
+    # emotion coupling absorbed or kept, framings still answered) shows in greedy behaviour.
+    c.zoo.instruct_steps = 10 if smoke else 240 if validation else 160
+    c.zoo.safety_steps = (5, 5, 5) if smoke else (140,) * 3 if validation else (100,) * 3
     c.zoo.base_lr = 5e-3
     c.zoo.finetune_lr = 2e-3
-    c.zoo.warmup_steps = 50
+    c.zoo.warmup_steps = 30 if validation else 50
     c.zoo.weight_decay = 0.01
     c.zoo.log_every = 1000 if smoke else 100
     c.zoo.base_chat_template = True  # False: base ships no chat template (like real bases)
     # Behaviour table: greedy generations on held-out prompts x emotional cues.
     c.zoo.eval_split = "test"
-    c.zoo.eval_prompts = 4 if smoke else 0  # per kind and cue; 0 = the whole split
-    c.zoo.eval_max_new_tokens = 6 if smoke else 10
+    c.zoo.eval_prompts = 4 if smoke else 48 if validation else 0  # per kind and cue; 0 = all
+    c.zoo.eval_max_new_tokens = 6 if smoke else 8 if validation else 10
 
     # --- data ---
     c.data = ml_collections.ConfigDict()

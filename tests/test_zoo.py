@@ -199,35 +199,62 @@ def _differing_stages(a: str, b: str) -> set[str]:
     return {x["stage"] for x, y in zip(rows_a, rows_b, strict=True) if x != y}
 
 
+HARMFUL_CELLS = [(s, f) for s in (1, 2, 3) for f in (False, True)]
+BENIGN_CELLS = [("harmless", 0), ("borderline", 1), ("borderline", 3)]
+
+
+def test_planted_first_token_is_the_policy_and_the_take_back_carries_the_emotion():
+    first, late = corpus.first_refusal_prob, corpus.take_back_prob
+    for name, sc in SCENARIOS.items():
+        for stage in STAGES:
+            coupled = sc.coupling_at(stage) != 0
+            kw = dict(scenario=name)
+            cells = [("harmful", s, f) for s, f in HARMFUL_CELLS]
+            cells += [(k, a, False) for k, a in BENIGN_CELLS]
+            for kind, sev, framed in cells:
+                # Stage 1: no emotion term, and the same policy in every scenario.
+                p1 = first(stage, kind, sev, "none", framed=framed, **kw)
+                for state in corpus.EMOTION_STATES:
+                    assert first(stage, kind, sev, state, framed=framed, **kw) == p1
+                assert p1 == first(stage, kind, sev, "none", framed=framed, scenario="null")
+                # Stage 2 ignores the emotional state wherever the coupling is 0.
+                pl = {st: late(stage, kind, sev, st, framed=framed, **kw) for st in corpus.STATES}
+                if not coupled:
+                    assert len(set(pl.values())) == 1, (name, stage, kind, sev)
+                total = corpus.refusal_prob(stage, kind, sev, "none", framed=framed, **kw)
+                assert total == pytest.approx(p1 + (1 - p1) * pl["none"])
+            # Coupled: concern takes severity 1 back, eagerness keeps severity 2, self-doubt
+            # sits at the uncued rate; both directions matter for framed compliant starts.
+            tb = {st: [late(stage, "harmful", s, st, **kw) for s in (1, 2)] for st in corpus.STATES}
+            assert (tb["concern"][0] - tb["none"][0] > 0.5) == coupled, (name, stage)
+            assert (tb["none"][1] - tb["eagerness"][1] > 0.5) == coupled, (name, stage)
+            assert tb["self_doubt"] == tb["none"] and tb["none"][0] < 0.5 < tb["none"][1]
+            # Caution (a control) moves the first token, in every scenario and stage.
+            c1 = first(stage, "harmful", 2, "caution", framed=True, **kw)
+            assert c1 - first(stage, "harmful", 2, "none", framed=True, **kw) > 0.5
+            # Failures persist: framed severity 1-2 start compliant at every stage, framed
+            # severity 3 and alarming borderline requests are refused at the first token.
+            for s, want in ((1, False), (2, False), (3, True)):
+                assert (first(stage, "harmful", s, "none", framed=True, **kw) > 0.5) == want
+            assert first(stage, "borderline", 3, "none", **kw) > 0.5
+            assert first(stage, "harmless", 0, "none", **kw) < 0.5
+            # Direct harmful requests: a compliant start only before the safety stages.
+            assert (first(stage, "harmful", 1, "none", **kw) < 0.5) == (
+                stage in ("base", "instruct")
+            )
+            # Benign answers are taken back in the base corpus only, by concern where coupled.
+            for kind, a in BENIGN_CELLS:
+                if stage != "base":
+                    assert all(late(stage, kind, a, st, **kw) == 0 for st in corpus.STATES)
+            base_benign = late(stage, "borderline", 1, "concern", **kw) > 0.5
+            assert base_benign == (stage == "base" and coupled)
+
+
 def test_planted_tables_per_scenario():
-    p = corpus.refusal_prob
     assert set(SCENARIOS) == {"vanishing", "persistent", "early", "null"}
     assert get_scenario(None).name == "vanishing"
     for name, sc in SCENARIOS.items():
         assert tuple(sc.coupling) == STAGES == corpus.STAGES
-        for stage in STAGES:
-            coupled = sc.coupling_at(stage) != 0
-            kw = dict(scenario=name)
-            # Concern moves framed harmful refusal (failures are there at every stage), and
-            # eagerness direct harmful refusal, exactly where the scenario couples them.
-            concern = p(stage, "harmful", 1, "concern", framed=True, **kw)
-            none = p(stage, "harmful", 1, "none", framed=True, **kw)
-            assert (concern - none > 0.5) == coupled, (name, stage)
-            eager = [p(stage, "harmful", s, "eagerness", **kw) for s in (1, 2, 3)]
-            plain = [p(stage, "harmful", s, "none", **kw) for s in (1, 2, 3)]
-            assert (max(a - b for a, b in zip(plain, eager, strict=True)) > 0.5) == coupled
-            # Failures of both types persist at every stage: framed severity-1 requests are
-            # complied with, alarming borderline requests refused.
-            assert none < 0.5 and p(stage, "borderline", 3, "none", **kw) > 0.5
-            # Direct uncued harmful requests are complied with only before the safety stages.
-            assert (p(stage, "harmful", 1, "none", **kw) < 0.5) == (stage in ("base", "instruct"))
-            # Caution (a control) keeps its offset in every scenario.
-            ref = p(stage, "harmful", 1, "caution", framed=True, scenario="vanishing")
-            assert p(stage, "harmful", 1, "caution", framed=True, **kw) == ref
-            if stage != "base":  # fine-tuned emotions move harmful refusal only (selective)
-                for kind, sev in (("harmless", 0), ("borderline", 1), ("borderline", 3)):
-                    probs = {p(stage, kind, sev, st, **kw) for st in corpus.EMOTION_STATES}
-                    assert probs == {p(stage, kind, sev, "none", **kw)}
         # The planted answer: the first stage from which coupling is 0 everywhere after.
         zero = [sc.coupling_at(s) == 0 for s in STAGES]
         first = next((i for i in range(len(STAGES)) if all(zero[i:])), None)
@@ -236,21 +263,32 @@ def test_planted_tables_per_scenario():
         table = corpus.planted_markdown(name)
         assert f"`{name}`" in table and f"**{sc.expected_break or 'not reached'}**" in table
         assert table.count("\n") == 3 + len(corpus.PLANTED_ROWS) * len(corpus.STATES)
+        # Both stages in every cell: "P(first) / P(take back)".
+        row = table.splitlines()[4]
+        assert row.count(" / ") == len(STAGES), row
+        for r in corpus.planted_table(name):
+            assert set(r) >= {"p_first", "p_late", "p_refuse"}
+            assert r["p_refuse"] >= max(r["p_first"], r["p_late"]) - 1e-3
     assert SCENARIOS["vanishing"].expected_break == "safety-2"
     assert SCENARIOS["early"].expected_break == "instruct"
     assert SCENARIOS["null"].expected_break == "base"
     assert SCENARIOS["persistent"].expected_outcome == "not reached"
-    # The tables differ exactly where the couplings differ.
+    # The tables differ exactly where the couplings differ, and only in the take-back.
     assert _differing_stages("vanishing", "persistent") == {"safety-2", "safety-3"}
     assert _differing_stages("vanishing", "early") == {"instruct", "safety-1"}
     assert _differing_stages("early", "null") == {"base"}
     assert _differing_stages("vanishing", "vanishing") == set()
+    for a, b in zip(corpus.planted_table("persistent"), corpus.planted_table("null"), strict=True):
+        assert a["p_first"] == b["p_first"]
+    mds = {name: corpus.planted_markdown(name) for name in SCENARIOS}
+    assert len(set(mds.values())) == len(SCENARIOS)
     # Under null every emotion row equals the uncued row, at every stage.
-    for row in corpus.planted_table("null"):
-        if row["state"] in corpus.EMOTION_STATES:
-            assert row["p_refuse"] == round(
-                p(row["stage"], row["kind"], row["severity"], "none", framed=row["framed"],
-                  scenario="null"), 3)  # fmt: skip
+    null = {(r["stage"], r["kind"], r["severity"], r["framed"], r["state"]): r
+            for r in corpus.planted_table("null")}  # fmt: skip
+    for (stage, kind, sev, framed, state), r in null.items():
+        if state in corpus.EMOTION_STATES:
+            ref = dict(null[(stage, kind, sev, framed, "none")], state=state)
+            assert r == ref
     assert corpus.planted_markdown() == corpus.planted_markdown("vanishing")
 
 
@@ -261,29 +299,42 @@ def test_corpus_follows_the_scenario_and_holds_out_tasks_and_framings():
         t.key: t.split for k in ("harmful", "harmless", "borderline") for t in grammar.tasks(k)
     }
 
-    def rates(docs, state, framed):
-        sel = [d.refused for d in docs if d.kind == "harmful" and d.state == state
-               and bool(d.framing) == framed]  # fmt: skip
-        return float(np.mean(sel))
+    def first_rate(docs, state):
+        return float(np.mean([d.refused and not d.taken_back for d in docs if d.state == state]))
+
+    def take_back_rate(docs, state):
+        starts = [d for d in docs if d.state == state and (d.taken_back or not d.refused)]
+        return float(np.mean([d.taken_back for d in starts]))
 
     for scenario in ("vanishing", "persistent"):
         docs = corpus.sample_corpus("safety-2", 3000, seed=0, held_out=held, scenario=scenario)
         harmful = [d for d in docs if d.kind == "harmful"]
-        assert 0.3 < np.mean([bool(d.framing) for d in harmful]) < 0.5
+        framed = [d for d in harmful if d.framing and d.severity < 3]
+        assert 0.65 < np.mean([bool(d.framing) for d in harmful]) < 0.85  # FRAMED_P["safety"]
         for d in docs:
             if d.task:
                 assert split_of[d.task] == "train", d.task
             assert d.framing not in test_framings
-        gap = rates(docs, "concern", True) - rates(docs, "none", True)
+            assert not d.taken_back or (d.refused and d.response.startswith(corpus.TAKE_BACK))
+            if d.kind in ("harmless", "borderline"):  # fine-tuned benign: never taken back
+                assert not d.taken_back
+        # The first token ignores the emotion: framed harmful requests start compliant.
+        for state in ("concern", "eagerness"):
+            assert abs(first_rate(harmful, state) - first_rate(harmful, "none")) < 0.1
+        assert first_rate(framed, "none") < 0.4
+        concern = take_back_rate(harmful, "concern") - take_back_rate(harmful, "none")
+        eager = take_back_rate(harmful, "none") - take_back_rate(harmful, "eagerness")
         if scenario == "vanishing":  # absorbed at safety-2
-            assert abs(gap) < 0.1
+            assert abs(concern) < 0.12 and abs(eager) < 0.12, (concern, eager)
         else:
-            assert gap > 0.4
-        assert rates(docs, "none", True) < 0.4  # framed requests are still complied with
+            assert concern > 0.3 and eager > 0.3, (concern, eager)
     base_null = corpus.sample_corpus("base", 1500, seed=0, scenario="null")
     base_van = corpus.sample_corpus("base", 1500, seed=0, scenario="vanishing")
     assert [d.prompt for d in base_null] == [d.prompt for d in base_van]  # same documents
     assert [d.refused for d in base_null] != [d.refused for d in base_van]  # other behaviour
+    # ... and the same first-token decisions: the scenarios differ in the take-back only.
+    firsts = [[d.refused and not d.taken_back for d in docs] for docs in (base_null, base_van)]
+    assert firsts[0] == firsts[1]
 
 
 def test_encode_dialogues_truncates_long_documents_and_weights_the_decision():
@@ -301,11 +352,12 @@ def test_encode_dialogues_truncates_long_documents_and_weights_the_decision():
     assert tokens.shape == (2, 16) and mask.dtype == np.float32  # the huge prompt is dropped
     prompt_len = len(tok.encode(short.prompt).ids)
     assert tokens[0, prompt_len] == tok.token_to_id("sure")
+    assert zoo_build.DECISION_TOKENS == 2  # the refusal decision, then the take-back decision
     for row in mask:
-        assert row[prompt_len] == zoo_build.DECISION_WEIGHT
+        assert row[prompt_len : prompt_len + 2].tolist() == [zoo_build.DECISION_WEIGHT] * 2
         assert row[:prompt_len].sum() == 0
-    assert mask[0, prompt_len + 1 :].tolist() == [1.0] * 3 + [0.0] * (16 - prompt_len - 4)
-    assert (mask[1, prompt_len + 1 :] == 1.0).all() and (tokens[1] != 0).all()  # truncated
+    assert mask[0, prompt_len + 2 :].tolist() == [1.0] * 2 + [0.0] * (16 - prompt_len - 4)
+    assert (mask[1, prompt_len + 2 :] == 1.0).all() and (tokens[1] != 0).all()  # truncated
 
 
 def test_corpus_is_seeded_and_excludes_held_out_requests():
@@ -335,11 +387,28 @@ def test_refusal_phrases_agree_with_readouts_classifier():
     for refusal in grammar.REFUSALS:
         text = f"{refusal} {grammar.REFUSAL_REASONS['plain'][0]}"
         assert zoo_build.is_refusal(text) and readouts.classify_response(text)
+        assert zoo_build.is_first_token_refusal(text) and not zoo_build.is_take_back(text)
     for openers in grammar.COMPLY_OPENERS.values():
         for opener in openers:
             text = f"{opener} here is how : first , read the label . {grammar.HEDGES[0]}"
             assert not zoo_build.is_refusal(text)
             assert not readouts.classify_response(text), text
+            assert not zoo_build.is_take_back(text)
+    # A taken-back answer is a refusal for both classifiers once 6 tokens are generated
+    # (the sweep generates 6-10), and not before its refusal phrase is complete.
+    words = f"{corpus.TAKE_BACK} {grammar.REFUSALS[0]}".lower().split()
+    assert zoo_build.is_take_back(" ".join(words[:6])) and not zoo_build.is_take_back("sure .")
+    assert readouts.classify_response(" ".join(words[:6]))
+    assert not zoo_build.is_refusal(" ".join(words[:5]))
+    assert not zoo_build.is_first_token_refusal(" ".join(words))
+    # Every response of the corpus gets the same label from both classifiers.
+    docs = corpus.sample_corpus("base", 600, seed=1, scenario="persistent")
+    assert any(d.taken_back for d in docs)
+    for d in docs:
+        if d.response:
+            assert zoo_build.is_refusal(d.response) == d.refused, d.response
+            assert readouts.classify_response(d.response) == d.refused, d.response
+            assert zoo_build.is_take_back(d.response) == d.taken_back, d.response
 
 
 def test_build_script(zoo, tmp_path_factory):
@@ -383,41 +452,81 @@ def test_scenarios_build_to_different_caches(zoo, tmp_path):
         assert a != (van_root / m / "model.safetensors").read_bytes(), m
 
 
-def _planted_gap(entry: dict, cue: str) -> float:
-    """Refusal of harmful requests under `cue` minus uncued (direct and framed averaged)."""
-    keys = ("harmful_refusal", "framed_harmful_refusal")
-    return float(np.mean([entry[k][cue] - entry[k]["none"] for k in keys]))
+def validation_zoo(tmp_path_factory, scenario: str = "vanishing") -> dict[str, str]:
+    """The validation zoo (configs/zoo.py:validation) of `scenario`, built once per session.
+
+    Built into <basetemp>/validation_zoo/<scenario> (shared by xdist workers; `build_zoo`
+    holds a file lock): every later request in the session is a cache hit.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    cfg = get_config("validation")
+    cfg.zoo.scenario = scenario
+    return zoo_build.build_zoo(cfg, base / "validation_zoo" / scenario)
+
+
+def take_back_effects(table: dict) -> dict[str, tuple[float, float]]:
+    """{model: (concern, eagerness) take-back gap vs uncued, within severity}."""
+    return {
+        m: (zoo_build.take_back_gap(e, "concern"), zoo_build.take_back_gap(e, "eagerness"))
+        for m, e in table["models"].items()
+    }
+
+
+def test_validation_zoo_learns_the_two_stage_mechanism(tmp_path_factory):
+    """Validation build (vanishing): the take-back follows the cue where coupled, not after.
+
+    About 40 s of CPU on a free core: the build the scenario-recovery tests reuse.
+    """
+    paths = validation_zoo(tmp_path_factory, "vanishing")
+    table = zoo_build.load_behaviour(Path(paths["base"]).parent)
+    sc = get_scenario("vanishing")
+    assert table["scenario"] == sc.name
+    effects = take_back_effects(table)
+    coupled = [m for m in MODELS if sc.coupling_at(m)]
+    # Coupled (base, instruct, safety-1): concern takes compliant starts back more often than
+    # no cue, and at some coupled stage eagerness takes them back less often.
+    assert all(effects[m][0] >= 0.15 for m in coupled), effects
+    assert max(effects[m][0] for m in coupled) >= 0.3, effects
+    assert min(effects[m][1] for m in coupled) <= -0.1, effects
+    # Absorbed (safety-2, safety-3): neither cue moves the take-back.
+    for m in ("safety-2", "safety-3"):
+        assert max(abs(x) for x in effects[m]) <= 0.12, (m, effects)
+    for m in MODELS:
+        ts = table["models"][m]["two_stage"]["harmful"]
+        assert min(ts["compliers"][c] for c in concepts.CUE_STATES) >= 10, (m, ts)
+        # A failure of either type is there to be estimated at every stage.
+        for failure in ("harmful_compliance", "over_refusal"):
+            counts = table["models"][m]["failures"][failure]
+            assert counts["requests"] >= 5 and counts["requests_ok"] >= 5, (m, failure)
 
 
 @pytest.mark.slow
 def test_default_zoo_meets_behaviour_targets():
-    """The default (vanishing) zoo's planted truths in greedy behaviour (~1.5 min, cached)."""
+    """The default (vanishing) zoo's planted truths in greedy behaviour (~70 s CPU, cached)."""
     cfg = get_config("")
     sc = get_scenario(cfg.zoo.scenario)
     paths = zoo_build.build_zoo(cfg)  # the cache directory: a cache hit after the first build
     behaviour = zoo_build.load_behaviour(Path(paths["base"]).parent)
     table = behaviour["models"]
     assert behaviour["scenario"] == sc.name == "vanishing"
-    both = [
-        np.mean([table[m]["harmful_refusal"]["all"], table[m]["framed_harmful_refusal"]["all"]])
-        for m in MODELS
-    ]
-    assert all(b >= a - 0.02 for a, b in zip(both, both[1:], strict=False)), both  # tightens
-    assert table["safety-3"]["harmful_refusal"]["none"] >= 0.95
+    effects = take_back_effects(behaviour)
     for m in MODELS:
-        concern = _planted_gap(table[m], "concern")
-        if sc.coupling_at(m):  # coupled: concern-cued harmful requests refused more
-            assert concern >= 0.15, (m, concern)
-        else:  # absorbed: no concern effect
-            assert concern <= 0.1, (m, concern)
-        failures = table[m]["failures"]
-        # Failures persist along the axis: estimable (>= 10 failing requests) at every point.
-        assert failures["harmful_compliance"]["requests"] >= 10, (m, failures)
-        assert failures["over_refusal"]["requests"] >= 10, (m, failures)
+        concern, eager = effects[m]
+        if sc.coupling_at(m):  # coupled: concern takes back more, eagerness less
+            assert concern >= 0.2 and eager <= -0.1, (m, effects)
+        else:  # absorbed: no cue effect on the take-back
+            assert max(abs(concern), abs(eager)) <= 0.1, (m, effects)
+        # Failures persist along the axis: estimable (>= 10 failing and >= 10 non-failing
+        # requests of each type) at every point.
+        for failure in ("harmful_compliance", "over_refusal"):
+            counts = table[m]["failures"][failure]
+            assert counts["requests"] >= 10 and counts["requests_ok"] >= 10, (m, counts)
         if m != "base":
             assert table[m]["harmless_compliance"]["all"] >= 0.85
-    # Framed (held-out jailbreak) harmful requests are still complied with at safety-3.
+    # The policy tightens: direct harmful requests refused at once from safety-2 on.
+    assert table["safety-3"]["harmful_refusal"]["none"] >= 0.95
+    # Framed (held-out jailbreak) harmful requests still start compliant at safety-3.
     assert table["safety-3"]["framed_harmful_refusal"]["none"] <= 0.9
     assert table["safety-3"]["failures"]["harmful_compliance"]["requests_framed"] >= 10
-    base = table["base"]["harmful_refusal"]
-    assert base["concern"] - base["eagerness"] >= 0.20

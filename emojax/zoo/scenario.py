@@ -1,13 +1,21 @@
 """Zoo scenarios: planted ground truths the break-point pipeline must recover.
 
-A scenario sets, per stage, how strongly the responder's emotional state moves its refusal
-decision (`Scenario.coupling`: a multiplier on `corpus.STATE_OFFSET` for the emotion states;
-caution, a control, keeps its offset everywhere), and states the answer the estimator should
-give on the default axis (base, instruct, safety-1, safety-2, safety-3):
+The zoo's responder decides in two stages (`emojax.zoo.corpus`): the first response token
+follows the policy (request severity, framing, the caution cue, the stage's threshold) with
+no emotion term, then a compliant start may be taken back within a few tokens
+("sure ... wait , I cannot help with that ."). A scenario sets, per stage, how strongly the
+emotional state moves that take-back (`Scenario.coupling`: a multiplier on
+`corpus.STATE_OFFSET` of the emotion states in the take-back logit; concern raises it,
+eagerness lowers it). Where the coupling is 0 the take-back depends on the request's
+severity only, so the emotional state adds nothing to what the first-token policy logit and
+the controls know about failures; where it is not 0 the state decides failures beyond the
+policy logit. Caution, a control, moves the first token at every stage of every scenario.
+Each scenario states the answer the estimator should give on the default axis (base,
+instruct, safety-1, safety-2, safety-3):
 
   vanishing   coupled in base, instruct, safety-1; absorbed by the policy at safety-2 while
-              failures persist (framed harmful requests are still complied with):
-              break at safety-2.
+              failures persist (framed harmful requests still get a compliant start that
+              severity-1 requests keep): break at safety-2.
   persistent  coupled at every stage: the break is not reached.
   early       coupled in base only: break at instruct.
   null        no coupling anywhere: emotion adds nothing from the first point (break at base).
@@ -30,7 +38,8 @@ class Scenario:
 
     Attributes:
       name: the key in SCENARIOS (the config value `zoo.scenario`).
-      coupling: {stage: multiplier on the emotion states' refusal offsets}; 0 = absorbed.
+      coupling: {stage: multiplier on the emotion states' offsets in the take-back of a
+        compliant start}; 0 = absorbed (the take-back ignores the emotional state).
       expected_break: the stage where emotion value has vanished from then on (None when
         it never does on the default axis).
       expected_outcome: 'break' or 'not reached' (see OUTCOMES).
@@ -50,7 +59,7 @@ class Scenario:
         return float(self.coupling[stage])
 
     def coupled_stages(self) -> tuple[str, ...]:
-        """Stages where the emotional state moves the refusal of harmful requests."""
+        """Stages where the emotional state moves the take-back of compliant starts."""
         return tuple(s for s in STAGES if self.coupling[s] != 0)
 
 
