@@ -118,7 +118,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.method = "diff_of_means"  # VectorSet used when scripts/sweep.py extracts itself
     c.sweep.num_random = 4 if smoke else 16  # norm-matched random directions (the null)
     c.sweep.generate_random = True  # behaviour readouts for the null too
-    c.sweep.max_new_tokens = 6 if smoke else 10
+    c.sweep.max_new_tokens = 6 if smoke else 8  # zoo refusals (and take-backs) by token 7
     c.sweep.readout_layer = -1  # projections read at resid[L] (-1), per concept direction
     # Δ_steer arms, grids of one shape: refusal x {harm_salience, caution} (controls arm),
     # refusal x each emotion (emotion arm), refusal x random directions (the null arm).
@@ -135,7 +135,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.requests_per_kind = ml_collections.ConfigDict(
         {"harmful": 8, "harmless": 4, "borderline": 4}
         if smoke
-        else {"harmful": 48, "harmless": 24, "borderline": 24}
+        else {"harmful": 32, "harmless": 16, "borderline": 16}
     )
     # scripts/sweep.py (a sweep on its own) takes prompts per kind.
     c.sweep.prompts_per_kind = ml_collections.ConfigDict(
@@ -155,7 +155,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.probes.split = "test"
     c.probes.prompts_per_kind = 8 if smoke else 0  # per kind and cue; 0 = the whole split
     c.probes.cues = ("none", "concern", "eagerness", "self_doubt")  # prompts x emotional cues
-    c.probes.max_new_tokens = 6 if smoke else 10
+    c.probes.max_new_tokens = 6 if smoke else 8
     c.probes.batch_size = 16 if smoke else 64  # prompts per forward / generate call
     c.probes.residual_dims = 4 if smoke else 32  # PCs of the residual upper bound (0 = skip)
     c.probes.num_folds = 3 if smoke else 5
@@ -196,7 +196,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.breakpoint.steer_tolerance = 0.05
     c.breakpoint.min_failures = 3 if smoke else 10  # failing requests for a Δ to be estimable
     c.breakpoint.num_null = 8 if smoke else 16  # random-direction arms per Δ_steer null
-    c.breakpoint.num_bootstrap = 100 if smoke else 400  # request draws shared by every Δ
+    c.breakpoint.num_bootstrap = 100 if smoke else 200  # request draws shared by every Δ
     # Diagnostic conditions (emojax.breakpoint.DiagnosticThresholds).
     c.breakpoint.controlled_auroc = 0.9
     c.breakpoint.controlled_failure = 0.05
@@ -217,4 +217,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     )
     # jax.distributed.initialize(): "auto" (multi-host env detected), "yes" or "no".
     c.mesh.distributed = "auto"
+    if validation:
+        # The scenario-recovery tests (tests/test_scenarios.py): the same estimator, a lighter
+        # sweep (a 3 x 3 joint grid inside the KL budget, fewer random grids).
+        c.sweep.joint_coefs = (-0.25, 0.0, 0.25)
+        c.sweep.num_random = 8
+        c.sweep.joint_random = 8
+        c.probes.num_null = 8
+        c.breakpoint.num_null = 8
+        c.extract.resamples = 50
     return c
