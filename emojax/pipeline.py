@@ -532,6 +532,8 @@ def _value_columns(stat: str, per_type: dict) -> dict:
     for ftype, v in per_type.items():
         key = f"{stat}_{ftype}"
         row[f"{key}_estimable"] = bool(v["estimable"])
+        row[f"{key}_failing_requests"] = int(v["num_failing_requests"])  # on its own prompts
+        row[f"{key}_ok_requests"] = int(v["num_ok_requests"])
         for f in VALUE_FIELDS:
             name = key if f == "estimate" else f"{key}_{f}"
             row[name] = float(v[f]) if v["estimable"] else None

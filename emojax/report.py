@@ -70,9 +70,9 @@ def _cell(x: Any) -> Any:
 def _fmt(row: dict, key: str, spec: str) -> str:
     if key.endswith("_value"):
         base = key[: -len("_value")]
-        ftype = next(t for t in FAILURE_TYPES if base.endswith(t))
         if not row.get(base + "_estimable"):
-            return f"not estimable ({row.get(ftype + '_failing_requests', 0)} failing requests)"
+            bad, ok = row.get(base + "_failing_requests"), row.get(base + "_ok_requests")
+            return f"not estimable ({bad} failing / {ok} non-failing requests)"
         return (
             f"{row[base]:+.3f} [{row[base + '_lo']:+.3f}, {row[base + '_hi']:+.3f}] "
             f"(p={row[base + '_null_p']:.2f})"
@@ -230,9 +230,11 @@ def break_sentence(brk: BreakPoint, margins: dict[str, float], kappa: float) -> 
             f"95 % interval: {brk.interval[0]} … {brk.interval[1]}."
         )
     return (
-        f"**Not reached** on this axis: at the last estimable point some Δ's upper bound is "
-        f"still above its margin ({rule} does not hold). 95 % interval: {brk.interval[0]} … "
-        f"{brk.interval[1]}; a break exists in {100 * brk.reached_fraction:.0f} % of resamples."
+        "**Not reached** on this axis: it is not true that from some point on " + rule + ". "
+        "At the last estimable point some Δ's upper bound is still above its margin (value "
+        "left, or too little data to confirm the margin: see the power table). 95 % interval: "
+        f"{brk.interval[0]} … {brk.interval[1]}; a break exists in "
+        f"{100 * brk.reached_fraction:.0f} % of resamples."
     )
 
 
