@@ -392,6 +392,25 @@ def _null_fields(observed: float, null: np.ndarray) -> dict:
     return {"null_q05": float(q05), "null_q95": float(q95), "null_p": float(p)}
 
 
+def _estimated(value: dict, null, num_failing: int, num_ok: int, extra: tuple[str, ...]) -> dict:
+    """One estimable Δ: estimate, interval, power, draws, counts and its null."""
+    null = np.asarray(null, np.float64)
+    est = float(value["estimate"])
+    return {
+        "estimable": True,
+        "estimate": est,
+        "lo": float(value["lo"]),
+        "hi": float(value["hi"]),
+        "min_margin": float(value["hi"]) - est,
+        **{k: float(value[k]) for k in extra},
+        "num_failing_requests": num_failing,
+        "num_ok_requests": num_ok,
+        "samples": np.asarray(value["samples"], np.float64),
+        "null": null.tolist(),
+        **_null_fields(est, null),
+    }
+
+
 def random_directions(num: int, width: int, seed: int) -> np.ndarray:
     """[Q, D] seeded random unit directions (the null of every projection-based statistic)."""
     r = np.random.default_rng([seed, 7]).standard_normal((num, width))
@@ -438,20 +457,8 @@ def monitoring_value(
             num_null=p.num_null, arm_size=len(d.emotions), observed=float(mon["estimate"]),
             **common,
         )  # fmt: skip
-        out_types[ftype] = {
-            "estimable": True,
-            "estimate": float(mon["estimate"]),
-            "lo": float(mon["lo"]),
-            "hi": float(mon["hi"]),
-            "min_margin": float(mon["hi"] - mon["estimate"]),
-            "auroc_controls": float(mon["auroc_controls"]),
-            "auroc_full": float(mon["auroc_full"]),
-            "num_failing_requests": n_bad,
-            "num_ok_requests": n_ok,
-            "samples": np.asarray(mon["samples"], np.float64),
-            "null": np.asarray(null["null"], np.float64).tolist(),
-            **_null_fields(float(mon["estimate"]), null["null"]),
-        }
+        out_types[ftype] = _estimated(mon, null["null"], n_bad, n_ok,
+                                      ("auroc_controls", "auroc_full"))  # fmt: skip
     results.save_arrays(os.path.join(out, "probes.npz"), {
         "request": evalset.request, "policy_logit": behaviour["policy_logit"],
         **{f"label_{t}": behaviour[t] for t in FAILURE_TYPES},
@@ -490,21 +497,8 @@ def steering_value(res: sweep.SweepResults, draws: Draws, cfg, layer_pos: int = 
             neutral_weights=draws.neutral_weights, tolerance=b.get("steer_tolerance"),
             num_null=b.num_null, seed=cfg.seed,
         )  # fmt: skip
-        null = np.asarray(d.get("null", {}).get("null", []), np.float64)
-        out[ftype] = {
-            "estimable": True,
-            "estimate": float(d["estimate"]),
-            "lo": float(d["lo"]),
-            "hi": float(d["hi"]),
-            "min_margin": float(d["hi"] - d["estimate"]),
-            "controls_rate": float(d["controls_rate"]),
-            "emotion_rate": float(d["emotion_rate"]),
-            "num_failing_requests": n_bad,
-            "num_ok_requests": n_ok,
-            "samples": np.asarray(d["samples"], np.float64),
-            "null": null.tolist(),
-            **_null_fields(float(d["estimate"]), null),
-        }
+        null = d.get("null", {}).get("null", [])
+        out[ftype] = _estimated(d, null, n_bad, n_ok, ("controls_rate", "emotion_rate"))
     return out
 
 
