@@ -135,3 +135,30 @@ def test_dial_rejects_mismatched_checkpoints(smoke_zoo, tmp_path):
     cfg.breakpoint.dial_tuned = str(tmp_path)
     with pytest.raises(DialError, match="num_layers"):
         list(pipeline.axis_points(cfg))
+
+
+def test_steering_value_on_a_real_sweep(run):
+    """The estimable path of Δ_steer on the smoke run's sweep (min_failures lowered to 0)."""
+    cfg, workdir, _ = run
+    from emojax import stats, sweep
+
+    res = sweep.SweepResults.load(os.path.join(workdir, "points", "base", "sweep"))
+    u, m = res.meta["num_requests"], res.arrays["joint_kl"].shape[-1]
+    draws = pipeline.Draws(
+        stats.request_draws(u, 30, 0),
+        np.random.default_rng(0).multinomial(m, np.full(m, 1.0 / m), size=30),
+    )
+    cfg = get_config("smoke")
+    cfg.breakpoint.min_failures = 0
+    out = pipeline.steering_value(res, draws, cfg)
+    for ftype, v in out.items():
+        assert v["estimable"], ftype
+        assert v["lo"] <= v["estimate"] <= v["hi"]
+        assert v["samples"].shape == (30,)
+        assert 0.0 < v["null_p"] <= 1.0 and len(v["null"]) == cfg.breakpoint.num_null
+        cols = pipeline._value_columns("delta_steer", out)
+        assert cols[f"delta_steer_{ftype}"] == v["estimate"]
+    cfg.breakpoint.min_failures = 10_000  # nothing is estimable: never a 0
+    out = pipeline.steering_value(res, draws, cfg)
+    assert not any(v["estimable"] for v in out.values())
+    assert all(np.isnan(v["estimate"]) for v in out.values())
