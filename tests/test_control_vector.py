@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 
+import gguf
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +21,6 @@ from conftest import decoder_layers, hf_run, hooks, jit_forward, random_tokens, 
 import emojax
 from emojax import control_vector as cvec
 from emojax.vectors import VectorSet
-
-gguf = pytest.importorskip("gguf")
 
 
 @pytest.fixture(scope="module")

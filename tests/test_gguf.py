@@ -28,18 +28,18 @@ import math
 import os
 import time
 
+import gguf
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import hf_greedy, hf_run, jit_forward, left_pad_mask, random_tokens, randomise_
+from conftest import _TINY, hf_greedy, hf_run, jit_forward, left_pad_mask, random_tokens, randomise_
 
 import emojax
 from emojax import gguf as egguf
 from emojax import models
 
-gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
 QTYPES = ("F32", "F16", "Q8_0", "Q4_1")
 ARCHS = ("llama", "qwen2", "gemma2")
@@ -50,19 +50,6 @@ CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% 
 # layers the logits' relative error comes out ~3x that (measured: F16 7e-4..8e-4, Q8_0
 # 1.7e-2..2.0e-2, Q4_1 0.24..0.31 over the three architectures). Bounds: ~2x the measured.
 QUANT_BOUND = {"F32": 1e-5, "F16": 2e-3, "Q8_0": 4e-2, "Q4_1": 0.6}
-
-_TINY = dict(
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=0,
-)
 
 
 def tiny_hf(arch: str, seed: int = 0, **overrides) -> transformers.PreTrainedModel:
