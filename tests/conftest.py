@@ -424,3 +424,15 @@ def smoke_zoo(tmp_path_factory) -> dict[str, str]:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
     return build_zoo(get_config("smoke"), base / "smoke_zoo")
+
+
+@pytest.fixture
+def offline_pip(tmp_path, monkeypatch):
+    """EMOJAX_CACHE in tmp_path and pip served from tmp_path/wheels only (no network)."""
+
+    monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no index from the machine's pip.conf
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    return tmp_path / "wheels"

