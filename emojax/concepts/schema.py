@@ -23,12 +23,15 @@ Evaluation record:
   template  str   id of the cue / framing template in the text, e.g. 'concern-07' or
                   'concern-07+roleplay-03' (optional; default '': none).
 
-Extra fields are ignored. A malformed line raises DatasetError('<file>:<line>: <reason>').
+Files are UTF-8 (a byte-order mark is allowed: they are read as 'utf-8-sig'). Extra fields are
+ignored. A malformed line, a byte that is not UTF-8, a duplicate id (naming both lines) and a
+file without records raise DatasetError('<file>:<line>: <reason>').
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -112,31 +115,58 @@ def eval_filename(kind: str) -> str:
     return f"eval_{kind}.jsonl"
 
 
+def _decode(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is a DatasetError at its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # -sig: a BOM (Excel's CSV export) is not text
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(
+            path, line, f"not UTF-8: byte 0x{data[e.start]:02x} at column {column} "
+            "(save the file as UTF-8)"
+        ) from None  # fmt: skip
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict]]:
     """Yields (line number, raw dict) from a .jsonl or .csv file."""
+    text = _decode(path)
+    if not text.strip():
+        raise DatasetError(path, 1, "no records: the file is empty")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames:
-                raise DatasetError(path, 1, "missing CSV header")
-            for row in reader:
-                if None in row:
-                    raise DatasetError(path, reader.line_num, "more values than header columns")
-                if any(v is None for v in row.values()):
-                    raise DatasetError(path, reader.line_num, "fewer values than header columns")
-                yield reader.line_num, {k: v for k, v in row.items() if v != ""}
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames:
+            raise DatasetError(path, 1, "missing CSV header")
+        for row in reader:
+            if None in row:
+                raise DatasetError(path, reader.line_num, "more values than header columns")
+            if any(v is None for v in row.values()):
+                raise DatasetError(path, reader.line_num, "fewer values than header columns")
+            yield reader.line_num, {k: v for k, v in row.items() if v != ""}
         return
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(path, n, f"invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DatasetError(path, n, "expected a JSON object")
-            yield n, obj
+    # split("\n"), not splitlines(): U+2028 and friends may sit inside a JSON string.
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(path, n, f"invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DatasetError(path, n, "expected a JSON object")
+        yield n, obj
+
+
+def _checked(path: Path, records: list, lines: list[int]) -> list:
+    """`records` if there are any and their ids are unique, else a DatasetError."""
+    if not records:
+        raise DatasetError(path, 1, "no records: the file has no data rows")
+    first: dict[str, int] = {}
+    for r, n in zip(records, lines, strict=True):
+        if first.setdefault(r.id, n) != n:
+            raise DatasetError(path, n, f"duplicate id {r.id!r} (also on line {first[r.id]})")
+    return records
 
 
 def _text(path: Path, n: int, obj: dict, key: str, default: str | None = None) -> str:
@@ -193,11 +223,13 @@ def read_contrast(path: str | Path, concept: str | None = None) -> list[Contrast
       concept: default for records without a 'concept' field.
 
     Raises:
-      DatasetError: on a malformed line (message '<file>:<line>: <reason>').
+      DatasetError: on a malformed line, a byte that is not UTF-8, a duplicate id or a file
+        without records (message '<file>:<line>: <reason>').
     """
     path = Path(path)
-    records = []
+    records, lines = [], []
     for n, obj in _rows(path):
+        lines.append(n)
         records.append(
             ContrastPair(
                 id=_text(path, n, obj, "id", f"{path.stem}-{n}"),
@@ -209,18 +241,20 @@ def read_contrast(path: str | Path, concept: str | None = None) -> list[Contrast
                 template=_optional_text(path, n, obj, "template"),
             )
         )
-    return _fill_splits(records, f"split-{path.name}")
+    return _fill_splits(_checked(path, records, lines), f"split-{path.name}")
 
 
 def read_eval(path: str | Path, kind: str | None = None) -> list[EvalPrompt]:
     """Reads and validates evaluation prompts from a .jsonl or .csv file.
 
     Raises:
-      DatasetError: on a malformed line (message '<file>:<line>: <reason>').
+      DatasetError: on a malformed line, a byte that is not UTF-8, a duplicate id or a file
+        without records (message '<file>:<line>: <reason>').
     """
     path = Path(path)
-    records = []
+    records, lines = [], []
     for n, obj in _rows(path):
+        lines.append(n)
         k = _text(path, n, obj, "kind", kind or path.stem)
         if k not in EVAL_KINDS:
             raise DatasetError(path, n, f"kind must be one of {EVAL_KINDS}, got {k!r}")
@@ -243,4 +277,4 @@ def read_eval(path: str | Path, kind: str | None = None) -> list[EvalPrompt]:
                 template=_optional_text(path, n, obj, "template"),
             )
         )
-    return _fill_splits(records, f"split-{path.name}")
+    return _fill_splits(_checked(path, records, lines), f"split-{path.name}")
