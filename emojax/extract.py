@@ -164,6 +164,7 @@ def load_contrast_sets(
     template_source=None,
     positions: dict[str, str] | None = None,
     paths: dict[str, str] | None = None,
+    data_dir: str | None = None,
 ) -> list[ContrastSet]:
     """Contrast sets of `emojax.concepts` (or the user's JSONL files), chat-formatted.
 
@@ -174,14 +175,17 @@ def load_contrast_sets(
       limit: pairs per concept (the first ones).
       template_source: the tuned model's tokenizer or directory, for a base model.
       positions: capture site per concept (default `DEFAULT_POSITIONS`, else "last").
-      paths: optional `{concept: jsonl path}` overrides.
+      paths: optional `{concept: jsonl/csv path}` overrides.
+      data_dir: a directory of user files (`emojax.concepts.find_data_file`: a concept's
+        file there replaces the shipped set, a missing one falls back to it).
     """
     from emojax import concepts as cdata
 
     positions = {**DEFAULT_POSITIONS, **(positions or {})}
     out = []
     for name in concepts or cdata.CONCEPTS:
-        pairs = cdata.load_contrast(name, split, (paths or {}).get(name))[:limit]
+        pairs = cdata.load_contrast(name, split, (paths or {}).get(name), data_dir=data_dir)
+        pairs = pairs[:limit]
         enc = lambda t: encode_prompt(tokenizer, t, template_source)
         out.append(
             ContrastSet(
@@ -199,12 +203,17 @@ def load_contrast_sets(
 
 
 def load_neutral(
-    tokenizer, *, split: str | None = None, limit: int | None = None, template_source=None
+    tokenizer,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    template_source=None,
+    data_dir: str | None = None,
 ) -> list[Prompt]:
     """Neutral eval texts through the chat template (norm units and neutral PCs)."""
     from emojax import concepts as cdata
 
-    texts = [p.text for p in cdata.load_eval("neutral", split, limit=limit)]
+    texts = [p.text for p in cdata.load_eval("neutral", split, limit=limit, data_dir=data_dir)]
     return [encode_prompt(tokenizer, t, template_source) for t in texts]
 
 
@@ -832,9 +841,6 @@ class Extraction:
 def config_kwargs(cfg) -> dict[str, Any]:
     """`extract_model` keyword arguments from a run config's `data` and `extract` sections."""
     d, e = cfg.data, cfg.extract
-    paths = None
-    if d.dir:
-        paths = {c: os.path.join(d.dir, f"contrast_{c}.jsonl") for c in (*d.emotions, *d.controls)}
     return dict(
         concepts=(*d.emotions, *d.controls),
         methods=tuple(e.methods),
@@ -845,7 +851,7 @@ def config_kwargs(cfg) -> dict[str, Any]:
         refusal_exclude_last=e.refusal_exclude_last,
         positions=dict(e.positions),
         template_source=e.template_source or None,
-        data_paths=paths,
+        data_dir=d.dir or None,
         batch_size=e.batch_size,
         buckets=tuple(e.buckets),
         max_items=e.max_items or None,
@@ -869,6 +875,7 @@ def extract_model(
     positions: dict[str, str] | None = None,
     template_source=None,
     data_paths: dict[str, str] | None = None,
+    data_dir: str | None = None,
     batch_size: int = 32,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
     max_items: int | None = None,
@@ -889,7 +896,10 @@ def extract_model(
       refusal_exclude_last: fraction of the deepest layers never chosen for refusal.
       positions: capture site overrides per concept (see `DEFAULT_POSITIONS`).
       template_source: chat template source for a base model (see `emojax.concepts`).
-      data_paths: `{concept: jsonl}` overrides of the shipped contrast sets.
+      data_paths: `{concept: jsonl/csv}` overrides of the shipped contrast sets.
+      data_dir: a directory of user files (the config's `data.dir`): its contrast files and
+        its eval_neutral / eval_harmful / eval_harmless files replace the shipped ones, a
+        missing file falls back to the shipped one (`emojax.concepts.find_data_file`).
       batch_size, buckets, max_items: see `capture`.
       l2: probe L2 strength.
       variance_fraction: neutral variance removed by the "denoised" method.
@@ -908,9 +918,14 @@ def extract_model(
         template_source=template_source,
         positions=positions,
         paths=data_paths,
+        data_dir=data_dir,
     )
     neutral = load_neutral(
-        tokenizer, split=split, limit=neutral_prompts, template_source=template_source
+        tokenizer,
+        split=split,
+        limit=neutral_prompts,
+        template_source=template_source,
+        data_dir=data_dir,
     )
     pad_id = config.pad_token_id if config.pad_token_id is not None else 0
     captured, stats = capture(
@@ -936,7 +951,10 @@ def extract_model(
 
         enc = lambda kind: cdata.encode_chat(
             tokenizer,
-            [p.text for p in cdata.load_eval(kind, split, limit=refusal_prompts)],
+            [
+                p.text
+                for p in cdata.load_eval(kind, split, limit=refusal_prompts, data_dir=data_dir)
+            ],
             template_source,
         )
         unit, scale = dirs["diff_of_means"]
