@@ -259,6 +259,18 @@ def evaluation_set(cfg, *, split: str | None = None, num_neutral: int | None = N
     return EvalSet(tuple(items), np.asarray(request), int(num), tuple(q.text for q in neutral))
 
 
+def data_files(cfg) -> dict[str, dict]:
+    """Every dataset file the run reads, validated and hashed (`concepts.data_files`).
+
+    Contrast files of the emotions and controls, the eval kinds of the probes (and the sweep,
+    a subset), harmful / harmless for the refusal layer selection, and neutral. A malformed
+    file, an unknown cue or a missing `data.dir` fails here, before any model work.
+    """
+    d = cfg.data
+    refusal = ("harmful", "harmless") if "refusal" in (*d.emotions, *d.controls) else ()
+    return concepts.data_files(d, kinds=(*cfg.probes.kinds, *refusal, "neutral"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Draws:
     """Resampling draws shared by every statistic and every axis point (paired).
@@ -725,6 +737,7 @@ def run(cfg, workdir: str) -> dict:
     Returns:
       The summary dict (also written to `<workdir>/summary.json` by `emojax.report`).
     """
+    files = data_files(cfg)  # validates the user's data first; recorded in config.json
     os.makedirs(workdir, exist_ok=True)
     b = cfg.breakpoint
     num_points = len(b.alphas) if b.axis == "dial" else len(b.models)
@@ -770,7 +783,7 @@ def run(cfg, workdir: str) -> dict:
 
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
-    return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds)
+    return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds, data_files=files)
 
 
 def _short(row: dict, name: str) -> str:

@@ -109,6 +109,7 @@ def write_outputs(
     margins: dict[str, float],
     brk: BreakPoint,
     seconds: float,
+    data_files: dict[str, dict] | None = None,
 ) -> dict:
     """Writes every axis-level output; returns the summary dict.
 
@@ -121,6 +122,8 @@ def write_outputs(
       margins: the equivalence margins of the break rule.
       brk: the break point.
       seconds: wall time of the analysis.
+      data_files: the dataset files read (`emojax.concepts.data_files`): into `config.json`
+        with their hashes, and listed in the report.
     """
     b = cfg.breakpoint
     rows = [p["row"] for p in points]
@@ -201,10 +204,11 @@ def write_outputs(
     results.write_json(
         os.path.join(workdir, "config.json"),
         results.provenance(seed=cfg.seed, models=models, config=cfg,
-                           extra={"axis_sources": {r["label"]: r["source"] for r in rows}}),
+                           extra={"axis_sources": {r["label"]: r["source"] for r in rows},
+                                  "data_files": data_files or {}}),
     )  # fmt: skip
     with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(report_markdown(cfg, rows, brk, margins, seconds))
+        f.write(report_markdown(cfg, rows, brk, margins, seconds, data_files))
     return summary
 
 
@@ -238,8 +242,21 @@ def break_sentence(brk: BreakPoint, margins: dict[str, float], kappa: float) -> 
     )
 
 
-def report_markdown(cfg, rows: list[dict], brk: BreakPoint, margins, seconds: float) -> str:
-    """The human-readable report of a run."""
+def data_line(data_files: dict[str, dict] | None) -> str:
+    """The report's line on the dataset files: the user's ones by name and hash."""
+    user = {k: v for k, v in (data_files or {}).items() if not v["shipped"]}
+    if not user:
+        return "* data: the shipped datasets (`emojax/concepts/data/`)"
+    files = ", ".join(
+        f"`{k}` ← `{v['path']}` (sha256 {v['sha256'][:12]}…)" for k, v in user.items()
+    )
+    return f"* data: {files}; every other file shipped; hashes of all in `config.json`"
+
+
+def report_markdown(
+    cfg, rows: list[dict], brk: BreakPoint, margins, seconds: float, data_files=None
+) -> str:
+    """The human-readable report of a run (`data_files`: see `data_line`)."""
     b = cfg.breakpoint
     zoo = str(cfg.get("family", "")).startswith("emojax zoo")
     lines = [f"# emojax break-point report: {cfg.get('family', '')}", ""]
@@ -318,6 +335,7 @@ def report_markdown(cfg, rows: list[dict], brk: BreakPoint, margins, seconds: fl
         f"* vectors: {cfg.sweep.method} at the residual stream; steering at layer "
         f"{rows[0]['sweep_layer']}; monitoring probes at residual site {rows[0]['probe_site']}",
         f"* dtype {cfg.dtype}, seed {cfg.seed}; wall time {seconds:.0f} s",
+        data_line(data_files),
         "* per-prompt readouts: `points/<label>/sweep/readouts.npz`, "
         "`points/<label>/probes.npz`; provenance: `config.json`",
         "",
