@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from emojax import validate
 from emojax.config import ModelConfig
 from emojax.interventions import Intervention
 from emojax.model import default_positions, embed, init_cache, run_layers, unembed
@@ -32,6 +33,7 @@ def _pick(logits: Array, temperature: Array, rng: Array) -> Array:
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
 
 
+@validate.validated(validate.generate_inputs)
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens"))
 def generate(
     params: Params,
@@ -58,7 +60,13 @@ def generate(
 
     Returns:
       int32 [B, T + max_new_tokens]: the prompts followed by the generated tokens.
+
+    Raises:
+      TypeError / ValueError: invalid input, named (`emojax.validate.generate_inputs`); value
+        checks run on concrete inputs only, see `emojax.validate.checked_generate` under jit.
     """
+    if max_new_tokens == 0:  # the prefill below always picks one token
+        return tokens.astype(jnp.int32)
     b, t = tokens.shape
     s = t + max_new_tokens
     tokens = tokens.astype(jnp.int32)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from emojax import layers as nn
+from emojax import validate
 from emojax.config import ModelConfig
 from emojax.interventions import Intervention, ablate, apply_at_input
 from emojax.params import LayerParams, Params
@@ -222,6 +223,7 @@ def init_cache(config: ModelConfig, batch: int, length: int, dtype) -> tuple[Arr
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
+@validate.validated(validate.forward_inputs)
 @functools.partial(jax.jit, static_argnames=("config", "start_layer", "return_logits", "capture"))
 def forward(
     params: Params,
@@ -257,6 +259,10 @@ def forward(
 
     Returns:
       An `Output` with `logits` and `resid` (see `Output`).
+
+    Raises:
+      TypeError / ValueError: invalid input, named (`emojax.validate.forward_inputs`); value
+        checks run on concrete inputs only, see `emojax.validate.checked_forward` under jit.
     """
     b, t = tokens.shape
     if not 0 <= start_layer < config.num_layers + (resid is not None):
