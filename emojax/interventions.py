@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from emojax import validate
 from emojax.config import ModelConfig
 
 Array = jax.Array
@@ -42,10 +43,12 @@ def _layer_mask(config: ModelConfig, layers: int | Sequence[int] | Array | None)
     if isinstance(layers, jax.Array | np.ndarray) and np.ndim(layers) == 1:
         if layers.shape[0] != num:
             raise ValueError(f"layer mask has length {layers.shape[0]}, model has {num} layers")
+        validate.check_finite(layers, "layer mask")
         return layers.astype(jnp.float32)
     if isinstance(layers, int) or np.ndim(layers) == 0:
-        layers = [layers]
-    idx = [config.layer_index(int(i)) for i in layers]
+        idx = [validate.check_layer(layers, num, name="layer")]
+    else:
+        idx = [validate.check_layer(i, num, name=f"layer[{k}]") for k, i in enumerate(layers)]
     return jnp.zeros((num,), jnp.float32).at[jnp.asarray(idx, jnp.int32)].set(1.0)
 
 
@@ -55,6 +58,7 @@ def _unit(config: ModelConfig, direction: Array, what: str) -> Array:
         raise ValueError(
             f"{what} has shape {direction.shape}, expected ({config.d_model},) = d_model"
         )
+    validate.check_finite(direction, what)
     return direction / jnp.maximum(jnp.linalg.norm(direction), 1e-12)
 
 
@@ -128,6 +132,8 @@ class Intervention:
             raise ValueError(
                 f"steering vector has shape {vector.shape}, expected ({config.d_model},)"
             )
+        validate.check_finite(vector, "vector")
+        validate.check_finite(coef, "coef")
         mask = _layer_mask(config, layer)
         vectors = (mask[:, None] * jnp.asarray(coef, jnp.float32) * vector)[None]
         if positions is None:
@@ -170,6 +176,7 @@ class Intervention:
     ) -> Intervention:
         """Clamps the projection of `resid[l]` on the unit `direction` to [min, max]."""
         r = _unit(config, direction, "capping direction")
+        validate.check_cap_bounds(min_value, max_value)
         return cls.none(config).replace(
             cap_dirs=r[None],
             cap_layers=_layer_mask(config, layers)[None],
@@ -198,7 +205,10 @@ class Intervention:
         """
         from emojax.control_vector import load_intervention
 
-        return load_intervention(config, path, scale, final=final)
+        validate.check_finite(scale, "scale")
+        iv = load_intervention(config, path, scale, final=final)
+        validate.check_finite(iv.add_vectors, f"control vector {path}", what="(entry, layer, d)")
+        return iv
 
     def __add__(self, other: Intervention) -> Intervention:
         if not isinstance(other, Intervention):
