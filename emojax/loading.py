@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
 
+from emojax import validate
 from emojax.config import ModelConfig
 from emojax.params import Params, param_shapes
 
@@ -250,7 +251,7 @@ def params_from_tensors(
     """Assembles Params from (HF name, array) pairs, checking names and shapes.
 
     Raises:
-      CheckpointError: naming the missing, unexpected or misshapen tensor.
+      CheckpointError: naming the missing, unexpected, misshapen or integer-typed tensor.
     """
     spec = tensor_map(config)
     shapes = param_shapes(config)
@@ -276,6 +277,7 @@ def params_from_tensors(
                 f"heads={config.num_heads}, kv_heads={config.num_kv_heads}, "
                 f"head_dim={config.head_dim}, d_ff={config.d_ff}, vocab={config.vocab_size})"
             )
+        validate.check_weight_dtype(raw_name, value, where)
         arrays = s.to_ours(jnp.asarray(value))
         for leaf, arr in zip(s.leaves, arrays, strict=True):
             want = _get_leaf(shapes, leaf)
