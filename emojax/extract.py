@@ -512,6 +512,9 @@ def capture(
     Returns:
       `(Captured, CaptureStats)`.
     """
+    from emojax import validate
+
+    validate.capture_inputs(config, contrast_sets, neutral)
     t0 = time.perf_counter()
     nc, nl, d = len(contrast_sets), config.num_layers + 1, config.d_model
     largest = max([max(len(cs.positive), len(cs.negative)) for cs in contrast_sets] + [1])
@@ -799,8 +802,10 @@ def select_refusal_layer(
       refusal_ids: token ids that start a refusal.
       exclude_last_fraction: fraction of the deepest layers excluded.
     """
+    from emojax import validate
     from emojax.readouts import refusal_mask
 
+    validate.refusal_inputs(config, vectors, harmful, harmless, refusal_ids)
     nl = config.num_layers
     n_cand = max(1, min(int(np.floor((nl + 1) * (1 - exclude_last_fraction))), nl))
     refusal = refusal_mask(np.asarray(refusal_ids), config.vocab_size)

@@ -44,7 +44,7 @@ import numpy as np
 
 from emojax import readouts as ro
 from emojax import results as res
-from emojax import stats
+from emojax import stats, validate
 from emojax.config import ModelConfig
 from emojax.generate import decode_tokens
 from emojax.interventions import Intervention
@@ -176,12 +176,7 @@ def joint_pairs(
 
 def resolve_layers(layers: Sequence[float | int], num_layers: int) -> tuple[int, ...]:
     """Ints (negative from the end) or depth fractions in [0, 1) -> sorted unique layers."""
-    out = set()
-    for x in layers:
-        if isinstance(x, float) and 0.0 <= x < 1.0:
-            out.add(min(int(x * num_layers), num_layers - 1))
-        else:
-            out.add(int(x) % num_layers)
+    out = {validate.depth_layer(x, num_layers, name=f"layers[{i}]") for i, x in enumerate(layers)}
     return tuple(sorted(out))
 
 
@@ -827,6 +822,7 @@ def run_sweep(
         model = load_model(os.fspath(model))
     cfg = _resolve_config(config)
     mcfg, params, tok = model.config, model.params, model.tokenizer
+    validate.sweep_inputs(mcfg, vectors, prompts, cfg)
     vecs = SteeringVectors.build(vectors, cfg["vectors"], cfg["num_random"], cfg["seed"])
     layers = resolve_layers(cfg["layers"], mcfg.num_layers)
     readout_layer = cfg["readout_layer"] % (mcfg.num_layers + 1)
@@ -845,6 +841,7 @@ def run_sweep(
     steer_all = steering_matrix(cond, vecs)
     if refusal_ids is None:
         refusal_ids = ro.refusal_token_ids(tok)
+    validate.check_token_ids(refusal_ids, mcfg.vocab_size, name="refusal_ids")
     refusal = ro.refusal_mask(np.asarray(refusal_ids), mcfg.vocab_size)
     read_dirs = jnp.asarray(vecs.vectors[: vecs.num_named, dir_layer] / vecs.layer_norms[dir_layer])
     eos = tuple(mcfg.eos_token_id) or ((tok.eos_token_id,) if tok is not None else ())
