@@ -7,8 +7,11 @@ configs/zoo.py and is scaled up for real models.
 
 import os
 import runpy
+from collections.abc import Sequence
 
 import ml_collections
+
+VARIANTS = ("smoke", "dial")
 
 
 def _zoo_config(arg: str) -> ml_collections.ConfigDict:
@@ -19,8 +22,8 @@ def _zoo_config(arg: str) -> ml_collections.ConfigDict:
 def family_config(
     *,
     name: str,
-    models: list[str],
-    labels: list[str],
+    models: Sequence[str],
+    labels: Sequence[str],
     dial: tuple[str, str],
     arg: str,
 ) -> ml_collections.ConfigDict:
@@ -35,8 +38,17 @@ def family_config(
 
     Returns:
       The ConfigDict.
+
+    Raises:
+      ValueError: an option other than "smoke" and "dial".
     """
     opts = set(filter(None, arg.split(",")))
+    unknown = sorted(opts - set(VARIANTS))
+    if unknown:
+        raise ValueError(
+            f"unknown config variant(s) {', '.join(map(repr, unknown))} of {name}: valid are "
+            f"'' (the model list), {', '.join(map(repr, VARIANTS))}, or both comma-joined"
+        )
     smoke = "smoke" in opts
     c = _zoo_config("smoke" if smoke else "")
     c.dtype = "bfloat16"
@@ -56,8 +68,9 @@ def family_config(
         c.sweep.neutral_prompts = 64
     bp = c.breakpoint
     bp.axis = "dial" if "dial" in opts else "models"
-    bp.models = list(models[:2]) if smoke else list(models)
-    bp.labels = list(labels[:2]) if smoke else list(labels)
+    # Tuples: the flag parser reads --config.breakpoint.models='("a", "b")' into tuple fields.
+    bp.models = tuple(models[:2]) if smoke else tuple(models)
+    bp.labels = tuple(labels[:2]) if smoke else tuple(labels)
     bp.dial_base, bp.dial_tuned = dial
     bp.alphas = (0.0, 1.0) if smoke else (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
     return c

@@ -19,6 +19,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     that still learns the planted two-stage behaviour: the testbed of the scenario-recovery
     tests.
     """
+    if arg not in ("", "smoke", "validation"):
+        raise ValueError(
+            f"unknown configs/zoo.py variant {arg!r}: valid are '' (the default), 'smoke', "
+            "'validation'"
+        )
     smoke = arg == "smoke"
     validation = arg == "validation"
     c = ml_collections.ConfigDict()
@@ -176,12 +181,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Axis: "models" (the ordered list below) or "dial" (θ_base + α (θ_tuned − θ_base)).
     c.breakpoint.axis = "models"
     # Zoo names (built on demand), checkpoint directories or model ids in the local HF cache.
+    # Tuples, so that --config.breakpoint.models='("a", "b")' parses (list fields do not).
     c.breakpoint.models = (
-        ["base", "instruct", "safety-3"]
+        ("base", "instruct", "safety-3")
         if smoke
-        else ["base", "instruct", "safety-1", "safety-2", "safety-3"]
+        else ("base", "instruct", "safety-1", "safety-2", "safety-3")
     )
-    c.breakpoint.labels = list(c.breakpoint.models)
+    c.breakpoint.labels = tuple(c.breakpoint.models)
     c.breakpoint.dial_base = "base"
     c.breakpoint.dial_tuned = "safety-3"
     c.breakpoint.alphas = (0.0, 1.0) if smoke else (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
