@@ -499,3 +499,47 @@ def check_prompts(prompts: Sequence[Any], vocab_size: int, *, name: str) -> None
     """Token-id lists (or `Prompt`s with `.tokens`), each checked by `check_token_ids`."""
     for i, p in enumerate(prompts):
         check_token_ids(getattr(p, "tokens", p), vocab_size, name=f"{name}[{i}]")
+
+
+def capture_inputs(config: Any, contrast_sets: Sequence[Any], neutral: Sequence[Any]) -> None:
+    """`emojax.extract.capture`'s prompts: token ids of this model (the capture is jitted)."""
+    for cs in contrast_sets:
+        for side in ("positive", "negative"):
+            check_prompts(getattr(cs, side), config.vocab_size, name=f"{cs.concept}.{side}")
+    check_prompts(neutral, config.vocab_size, name="neutral")
+
+
+def refusal_inputs(
+    config: Any, vectors: Any, harmful: Any, harmless: Any, refusal_ids: Sequence[int]
+) -> None:
+    """`emojax.extract.select_refusal_layer`'s inputs: prompts, vectors [L + 1, D], ids."""
+    for name, (tokens, mask) in (("harmful", harmful), ("harmless", harmless)):
+        check_tokens(tokens, config.vocab_size, name=f"{name} tokens")
+        check_attention_mask(mask, _shape(tokens), name=f"{name} mask")
+    check_width(vectors, config.d_model, name="vectors")
+    check_finite(vectors, "vectors", what="(indices: site, d)")
+    check_token_ids(refusal_ids, config.vocab_size, name="refusal_ids")
+
+
+def sweep_inputs(model_config: Any, vectors: Any, prompts: Any, sweep_config: dict) -> None:
+    """`emojax.sweep.run_sweep`'s inputs against the model, before anything runs.
+
+    Args:
+      model_config: the model's `ModelConfig`.
+      vectors: the `VectorSet` (`vectors` [C, L, D], `layer_norms` [L]).
+      prompts: the `SweepPrompts`.
+      sweep_config: the resolved sweep settings (`emojax.sweep.default_config` keys).
+    """
+    vocab = model_config.vocab_size
+    for name in ("tokens", "neutral_tokens"):
+        check_tokens(getattr(prompts, name), vocab, name=f"prompts.{name}")
+    check_attention_mask(prompts.mask, _shape(prompts.tokens), name="prompts.mask")
+    check_attention_mask(
+        prompts.neutral_mask, _shape(prompts.neutral_tokens), name="prompts.neutral_mask"
+    )
+    check_width(vectors.vectors, model_config.d_model, name="vectors.vectors")
+    check_finite(vectors.vectors, "vectors.vectors", what="(indices: concept, layer, d)")
+    check_finite(vectors.layer_norms, "vectors.layer_norms")
+    for key in ("coefs", "joint_coefs"):
+        check_finite(np.asarray(sweep_config[key], np.float64), f"sweep {key}")
+    check_count(sweep_config["max_new_tokens"], name="sweep max_new_tokens", minimum=1)
