@@ -10,11 +10,11 @@ offer, rendered in English, chosen per prompt by seed); and harmless and borderl
 tuning teaches refusal without teaching a new way to help. Strength is set by `steps` and
 `harmful_fraction` (the share of harmful examples in every batch).
 
-Training (`tune`): full fine-tuning with AdamW and a warmup-cosine schedule, the loss being
-each sequence's mean next-token cross-entropy over its response tokens (prompt tokens carry
-no loss), averaged over the batch. The batch of step s is drawn from (seed, s) alone, so a
-run is deterministic under its seed and a resumed run takes the same batches as an
-uninterrupted one; parameters and optimizer state are saved with orbax every
+Training (`tune`): full fine-tuning with AdamW (warmup, then cosine decay or constant), the
+loss being each sequence's mean next-token cross-entropy over its response tokens (prompt
+tokens carry no loss), averaged over the batch. The batch of step s is drawn from (seed, s)
+alone, so a run is deterministic under its seed and a resumed run takes the same batches as
+an uninterrupted one; parameters and optimizer state are saved with orbax every
 `checkpoint_every` steps in `workdir` and restored from the latest on the next call.
 `save_tuned` writes the result as a Hugging Face checkpoint directory (config.json,
 model.safetensors, the tokenizer with its chat template), by default under
@@ -69,13 +69,16 @@ class TuneSpec:
       steps: optimizer steps (the strength dial, with harmful_fraction).
       batch_size: sequences per step.
       harmful_fraction: share of harmful (refusal) examples in every batch.
-      learning_rate: peak learning rate of the warmup-cosine schedule.
+      learning_rate: peak learning rate (reached after the warmup).
       warmup_steps: linear warmup steps.
       weight_decay: AdamW weight decay.
       grad_clip: global gradient-norm clip.
       seed: draws the batches (and nothing else: the initial weights are given).
       checkpoint_every: orbax checkpoint interval in steps (with a workdir).
       log_every: progress line interval in steps.
+      schedule: 'cosine' (warmup then cosine decay to 0 at `steps`) or 'constant' (warmup
+        then `learning_rate`): under 'constant' the first n steps do not depend on `steps`,
+        so a run extended to more steps (resumed from its checkpoints) equals a longer run.
     """
 
     steps: int = 200
@@ -88,6 +91,7 @@ class TuneSpec:
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
+    schedule: str = "cosine"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,9 +281,14 @@ def response_nll(params: Params, config: ModelConfig, tokens: Array, loss_mask: 
 
 
 def _optimizer(spec: TuneSpec) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, spec.learning_rate, max(spec.warmup_steps, 1), max(spec.steps, spec.warmup_steps + 1)
-    )
+    warmup = max(spec.warmup_steps, 1)
+    if spec.schedule == "constant":
+        schedule = optax.warmup_constant_schedule(0.0, spec.learning_rate, warmup)
+    elif spec.schedule == "cosine":
+        total = max(spec.steps, spec.warmup_steps + 1)
+        schedule = optax.warmup_cosine_decay_schedule(0.0, spec.learning_rate, warmup, total)
+    else:
+        raise ValueError(f"unknown schedule {spec.schedule!r}; expected 'cosine' or 'constant'")
     return optax.chain(
         optax.clip_by_global_norm(spec.grad_clip),
         optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-8, weight_decay=spec.weight_decay),
@@ -288,7 +297,8 @@ def _optimizer(spec: TuneSpec) -> optax.GradientTransformation:
 
 def _step_fn(config: ModelConfig, spec: TuneSpec):
     """(optimizer, jitted step); one compile per config and optimizer settings."""
-    opt = ("learning_rate", "warmup_steps", "weight_decay", "grad_clip", "steps")
+    opt = ("learning_rate", "warmup_steps", "weight_decay", "grad_clip", "schedule")
+    opt += ("steps",) if spec.schedule != "constant" else ()  # constant: steps do not matter
     return _compiled_step(config, dataclasses.replace(
         TuneSpec(), **{k: getattr(spec, k) for k in opt}))  # fmt: skip
 
@@ -359,6 +369,8 @@ def tune(
             options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
         )
         latest = manager.latest_step()
+        if latest is not None and latest > spec.steps:
+            raise ValueError(f"{workdir} holds step {latest}, beyond spec.steps={spec.steps}")
         if latest is not None:
             state = {"params": params, "opt_state": opt_state}
             restored = manager.restore(latest, args=ocp.args.StandardRestore(state))
@@ -387,6 +399,13 @@ def tune(
     return params
 
 
+def latest_step(workdir: str | os.PathLike) -> int | None:
+    """The step of the latest orbax checkpoint `tune` left in `workdir` (None: none)."""
+    ckpt = Path(workdir) / "checkpoints"
+    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+    return max(steps, default=None)
+
+
 def tuned_dir(name: str) -> Path:
     """Where a tuned model named `name` lives: $EMOJAX_CACHE/models/<name>/ (an HF directory)."""
     from emojax import models
@@ -394,11 +413,19 @@ def tuned_dir(name: str) -> Path:
     return models.cache_root() / name
 
 
-def save_tuned(params: Params, config: ModelConfig, tokenizer: Any, path: str | os.PathLike) -> str:
+def save_tuned(
+    params: Params,
+    config: ModelConfig,
+    tokenizer: Any,
+    path: str | os.PathLike,
+    *,
+    extra_files: dict[str, str] | None = None,
+) -> str:
     """Writes a Hugging Face checkpoint directory (weights, config, tokenizer), atomically.
 
     The directory is written under a temporary name beside `path` and renamed into place, so
     a reader sees the old directory or the whole new one. `emojax.load_model(path)` reads it.
+    `extra_files` ({file name: text}, e.g. an evaluation) are written into it before the rename.
     """
     from emojax.loading import save_pretrained
 
@@ -409,6 +436,8 @@ def save_tuned(params: Params, config: ModelConfig, tokenizer: Any, path: str | 
         save_pretrained(params, config, str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
