@@ -447,7 +447,11 @@ def _export(
     save_pretrained(params, cfg, str(tmp))
     with_template = name != "base" or bool(z.base_chat_template)
     save_tokenizer(tok, str(tmp), chat_template=corpus.CHAT_TEMPLATE if with_template else None)
-    marker = {"config_hash": digest, "model": name, "version": ZOO_VERSION, "training": summary}
+    # Wall times differ between identical builds: they stay in the manifest's timings_s, so
+    # every file of a model directory (and the provenance hash over them) is a function of
+    # the config alone.
+    training = {k: v for k, v in summary.items() if k != "seconds"}
+    marker = {"config_hash": digest, "model": name, "version": ZOO_VERSION, "training": training}
     (tmp / MODEL_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     _publish(tmp, root / name)
 
