@@ -208,12 +208,27 @@ class ModelConfig:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> ModelConfig:
-        """Reads `config.json` from a checkpoint directory."""
+        """Reads `config.json` from a checkpoint directory.
+
+        Raises:
+          FileNotFoundError: no config.json.
+          ConfigError: (naming the file) invalid JSON or UTF-8, not a JSON object, or a
+            config `from_hf_dict` rejects.
+        """
         file = os.path.join(os.fspath(path), "config.json")
         if not os.path.isfile(file):
             raise FileNotFoundError(f"no config.json in checkpoint directory {path}")
-        with open(file) as f:
-            return cls.from_hf_dict(json.load(f))
+        try:
+            with open(file, encoding="utf-8") as f:
+                d = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{file} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{file} holds a JSON {type(d).__name__}, not an object")
+        try:
+            return cls.from_hf_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{file}: {e}") from None
 
 
 def _rope_params(d: dict[str, Any]) -> tuple[float, tuple[tuple[str, Any], ...] | None]:

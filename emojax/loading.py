@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from emojax import validate
 from emojax.config import ModelConfig
@@ -200,9 +200,15 @@ def checkpoint_files(path: str) -> list[str]:
     """The safetensors files of a checkpoint directory (single or sharded with an index)."""
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
-        with open(index) as f:
-            weight_map = json.load(f)["weight_map"]
-        files = sorted(set(weight_map.values()))
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(
+                f"{index} is not a safetensors index (a JSON object with a 'weight_map' of "
+                f"tensor name -> file): {type(e).__name__}: {e}"
+            ) from None
         for name in files:
             if not os.path.isfile(os.path.join(path, name)):
                 raise CheckpointError(f"shard {name} listed in {index} does not exist")
@@ -216,12 +222,132 @@ def checkpoint_files(path: str) -> list[str]:
     )
 
 
+def open_safetensors(file: str, framework: str = "flax"):
+    """`safe_open(file)`, with a corrupt or truncated file reported as such, by name.
+
+    Raises:
+      CheckpointError: naming the file (the header is unreadable, or the file is shorter than
+        its tensors need).
+    """
+    try:
+        return safe_open(file, framework=framework)
+    except SafetensorError as e:
+        size = os.path.getsize(file)
+        raise CheckpointError(
+            f"{file} is not a readable safetensors file ({size} bytes; {e}): the file is "
+            "corrupt or truncated, re-download or re-save it"
+        ) from None
+
+
 def iter_tensors(path: str) -> Iterator[tuple[str, Any]]:
     """Yields (name, array) for every tensor of a checkpoint, one at a time."""
     for file in checkpoint_files(path):
-        with safe_open(file, framework="flax") as f:
+        with open_safetensors(file) as f:
             for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
                 yield name, f.get_tensor(name)
+
+
+# Safetensors dtypes emojax loads (integer, boolean and packed types are not weights it reads).
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
+def tensor_headers(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, safetensors dtype) of every tensor of a checkpoint directory.
+
+    Read from the files' headers alone: no weight is read, so this takes milliseconds for a
+    70B checkpoint. safetensors checks that each file is as long as its header says.
+
+    Raises:
+      CheckpointError: no weights, a missing shard, an unreadable index, or a corrupt or
+        truncated file (each named).
+    """
+    out = {}
+    for file in checkpoint_files(path):
+        with open_safetensors(file, "numpy") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                sl = f.get_slice(name)
+                out[name] = (tuple(int(x) for x in sl.get_shape()), str(sl.get_dtype()))
+    return out
+
+
+def check_tensor_headers(
+    headers: dict[str, tuple[tuple[int, ...], str]], config: ModelConfig, source: str = ""
+) -> None:
+    """The checks of `params_from_tensors` (names, shapes, floating dtypes) on headers alone.
+
+    Args:
+      headers: `tensor_headers` of a checkpoint.
+      config: its config.
+      source: the checkpoint, for the messages.
+
+    Raises:
+      CheckpointError: naming the missing, unexpected, misshapen or integer-typed tensor.
+    """
+    spec = tensor_map(config)
+    shapes = param_shapes(config)
+    where = f" in {source}" if source else ""
+    want_cache: dict[tuple, tuple[int, ...]] = {}  # one shape per leaf set, not per layer
+    seen = set()
+    for raw_name, (shape, dtype) in headers.items():
+        name = canonical_name(raw_name, config)
+        if is_ignored(name, config):
+            continue
+        if name not in spec:
+            raise CheckpointError(
+                f"unexpected tensor {raw_name!r}{where} for a {config.model_type} model with "
+                f"{config.num_layers} layers"
+            )
+        s = spec[name]
+        key = (s.leaves, s.layer is None, name.rsplit(".", 1)[-1])
+        if key not in want_cache:
+            want_cache[key] = _hf_shape(s, shapes)
+        if shape != want_cache[key]:
+            raise CheckpointError(
+                f"tensor {raw_name!r}{where} has shape {shape}, expected {want_cache[key]} "
+                f"for {'/'.join(s.leaves)} (config: d_model={config.d_model}, "
+                f"heads={config.num_heads}, kv_heads={config.num_kv_heads}, "
+                f"head_dim={config.head_dim}, d_ff={config.d_ff}, vocab={config.vocab_size})"
+            )
+        if dtype not in FLOAT_DTYPES:
+            raise CheckpointError(
+                f"tensor {raw_name!r}{where} has dtype {dtype}; emojax loads floating-point "
+                "weights only (quantized / integer checkpoints are not supported)"
+            )
+        seen.add(name)
+    missing = sorted(set(spec) - seen)
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise CheckpointError(f"missing tensor(s){where}: {', '.join(missing[:5])}{more}")
+
+
+def validate_checkpoint(path: str) -> ModelConfig:
+    """Resolves a checkpoint and checks it can be loaded, without reading a weight.
+
+    Reads `config.json` and the safetensors headers (or a GGUF file's header) and checks every
+    tensor's name, shape and dtype against the config, as `load_model` would: seconds even
+    for 70B models, so a run can check every checkpoint before any work.
+
+    Args:
+      path: anything `load_model` accepts.
+
+    Returns:
+      The checkpoint's `ModelConfig`.
+
+    Raises:
+      FileNotFoundError: no such directory, file or cached model id; no config.json.
+      ConfigError: config.json is invalid (naming the file) or unsupported.
+      CheckpointError: a missing, unexpected, misshapen or integer tensor, a missing shard,
+        or a corrupt or truncated weight file (naming it).
+    """
+    path = resolve_path(path)
+    if _is_gguf(path):
+        from emojax.gguf import config_from_reader, find_gguf, open_reader
+
+        file = find_gguf(path)
+        return config_from_reader(open_reader(file), file)
+    config = ModelConfig.from_pretrained(path)
+    check_tensor_headers(tensor_headers(path), config, source=path)
+    return config
 
 
 def _get_leaf(tree, path: str):
