@@ -1,6 +1,7 @@
 """Break-point curves and diagnostic plots (matplotlib, Agg backend, PNG files).
 
-Every curve is drawn with its 95 % band; the break point is marked where one exists.
+Every curve is drawn with its 95 % band; the break point is marked where one exists. Files
+are published atomically (`emojax.results.save_figure`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from emojax import results  # noqa: E402
+
 Band = Mapping[str, Sequence[float]]  # {"est": [P], "lo": [P], "hi": [P]}
+
+
+def _save(fig, path: str, **kwargs) -> None:
+    """Publishes the figure atomically (a kill never leaves a truncated PNG), then closes it."""
+    try:
+        results.save_figure(fig, path, dpi=110, **kwargs)
+    finally:
+        plt.close(fig)
 
 
 def _band(ax, x, band: Band, label: str, color=None) -> None:
@@ -97,8 +108,7 @@ def plot_incremental_value(
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_curves(
@@ -139,8 +149,7 @@ def plot_curves(
         ax.legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_matrices(
@@ -170,5 +179,4 @@ def plot_matrices(
     axes[0][0].set_ylabel("steering vector i")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title, fontsize=10)  # constrained layout keeps it above the panel titles
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, bbox_inches="tight")

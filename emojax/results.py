@@ -1,9 +1,14 @@
 """Result records: a resumable chunk store, per-prompt readout files and provenance.
 
 * `ChunkStore`: a long computation is split into chunks with stable keys; each finished chunk
-  is written atomically (`.tmp` file, then `os.replace`), so a killed run leaves only whole
+  is written atomically (`atomic_write`), so a killed run leaves only whole
   chunks and a rerun skips them. The store remembers a fingerprint of what it computes and
   refuses to mix chunks of a different computation into one directory.
+* `atomic_write` and its `write_bytes` / `write_text` / `save_figure` / `save_arrays` /
+  `write_json` forms: every output a run writes (report, plots, CSV, JSON, `.npz`) is
+  published atomically: written under a temporary name in its own directory, fsynced, then
+  renamed over the target, so a reader (or a rerun after a kill) sees the previous good file
+  or the new one, never a truncated one.
 * `save_arrays` / `load_arrays`: atomic `.npz` of named arrays (per-prompt readouts, from
   which every interval can be recomputed).
 * `provenance` / `write_json`: the record every script puts in its `config.json` (git commit,
@@ -12,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -21,29 +27,80 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
-from typing import Any
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
 _FINGERPRINT = "fingerprint.json"
 
 
-def _atomic_write_bytes(path: str, write_fn) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write_fn(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """Publishes a file atomically: `write(f)` fills a temporary file, then it replaces `path`.
+
+    The temporary file lives in `path`'s directory (so the rename never crosses a filesystem)
+    under a hidden, unique name holding ".tmp"; it is fsynced before `os.replace` and the
+    directory after it. If `write` (or anything before the rename) raises, the temporary file
+    is removed and `path` is untouched: the previous version stays whole.
+
+    Args:
+      path: the output file.
+      write: fills a binary file object opened for writing.
+    """
+    path = os.path.abspath(path)
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Makes a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` atomically (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes UTF-8 `text` to `path` atomically (`atomic_write`)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path: str, **savefig_kwargs: Any) -> None:
+    """`fig.savefig` to a temporary file, renamed into place (`atomic_write`).
+
+    The format is `path`'s extension ("png", "pdf", "svg"), unless `format` is given.
+    """
+    fmt = savefig_kwargs.pop("format", None) or os.path.splitext(path)[1].lstrip(".") or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
 
 
 def save_arrays(path: str, arrays: Mapping[str, Any]) -> None:
     """Writes named arrays to `path` (.npz) atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_write_bytes(
-        path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-    )
+    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
@@ -54,9 +111,7 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
 
 def write_json(path: str, obj: Any) -> None:
     """Writes JSON atomically (NumPy scalars and arrays are converted)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False)
-    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False))
 
 
 def to_jsonable(x: Any) -> Any:

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from emojax import results
+
 LAYER_CONVENTION = (
     "vectors[c, l] belongs to the residual stream entering decoder layer l (a forward-pre-hook "
     "on model.layers[l]); l = 0 is the embedding output and the last index (num_layers) the "
@@ -103,8 +105,9 @@ class VectorSet:
         os.makedirs(path, exist_ok=True)
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(os.path.join(path, "arrays"), self._arrays(), force=True)
-        with open(os.path.join(path, "metadata.json"), "w") as f:
-            json.dump(self._header(), f, indent=2)
+        results.write_text(
+            os.path.join(path, "metadata.json"), json.dumps(self._header(), indent=2)
+        )
 
     @classmethod
     def load(cls, path: str) -> VectorSet:
@@ -120,18 +123,16 @@ class VectorSet:
 
     def export_safetensors(self, path: str) -> tuple[str, str]:
         """Writes `path.safetensors` and `path.json` (path without extension); returns both."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         base = path.removesuffix(".safetensors")
-        os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)
         header = self._header()
-        save_file(
+        data = save(
             {k: np.ascontiguousarray(v) for k, v in self._arrays().items()},
-            base + ".safetensors",
             metadata={"emojax": json.dumps(header)},
         )
-        with open(base + ".json", "w") as f:
-            json.dump(header, f, indent=2)
+        results.write_bytes(base + ".safetensors", data)  # atomic, like every run output
+        results.write_text(base + ".json", json.dumps(header, indent=2))
         return base + ".safetensors", base + ".json"
 
     def export_control_vector(
