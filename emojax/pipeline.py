@@ -4,8 +4,11 @@ Data flow per axis point (DESIGN.md §1):
 `loading -> extract (vectors, stability) -> sweep (steering readouts, modularity, Δ_steer)
 -> probes (the model's own failures, Δ_mon) -> breakpoint`.
 
-Everything a point produces is written under `<workdir>/points/<label>/`; the axis-level
-tables, plots and `report.md` are written by `emojax.report`.
+Before any work, `run` checks the work directory (`emojax.workdir`: same config resumes,
+another config is refused before anything is written) and every axis point's checkpoint
+(`preflight`: config.json and weight headers, no weights loaded). Everything a point produces
+is written under `<workdir>/points/<label>/`; the axis-level tables, plots, `report.md` and
+(last) `summary.json` are written by `emojax.report`. Every file is published atomically.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from emojax import breakpoint as bp
 from emojax import concepts, extract, probes, results, stats, sweep, vectors
 from emojax import readouts as ro
 from emojax.generate import generate
-from emojax.loading import Model, load_model
+from emojax.loading import Model, load_model, resolve_path, validate_checkpoint
 from emojax.metrics import stability
 from emojax.model import forward
 from emojax.report import write_csv, write_outputs
 from emojax.stats import require_finite
+from emojax.workdir import WorkdirError, WorkdirState, check_workdir, start_run
 
 Array = jax.Array
 
@@ -138,7 +142,7 @@ def load_point_model(path: str, cfg) -> Model:
     if jax.device_count() == 1:
         return load_model(path, dtype=dtype)
     from emojax import sharding
-    from emojax.loading import load_tokenizer, resolve_path
+    from emojax.loading import load_tokenizer
 
     path = resolve_path(path)
     mesh = sharding.mesh_from_config(cfg.mesh)
@@ -147,22 +151,88 @@ def load_point_model(path: str, cfg) -> Model:
     return Model(config=config, params=params, tokenizer=load_tokenizer(path), path=path)
 
 
-def axis_points(cfg) -> Iterator[AxisPoint]:
-    """Yields the axis points one at a time (one model in memory at a time, plus dial ends)."""
+def axis_checkpoints(cfg) -> tuple[list[str], list[str]]:
+    """(axis labels, checkpoint names) of the `breakpoint` section; a dial's two ends.
+
+    Raises:
+      ValueError: an unknown axis, or a label count other than the model count.
+    """
     b = cfg.breakpoint
+    if b.axis == "dial":
+        return [f"α={a:g}" for a in b.alphas], [b.dial_base, b.dial_tuned]
+    if b.axis != "models":
+        raise ValueError(f"breakpoint.axis must be 'models' or 'dial', not {b.axis!r}")
+    labels = list(b.labels) if b.get("labels") else list(b.models)
+    if len(labels) != len(b.models):
+        raise ValueError(
+            f"{len(labels)} breakpoint.labels for {len(b.models)} breakpoint.models: override "
+            "both (--config.breakpoint.labels='(...)')"
+        )
+    return labels, list(b.models)
+
+
+# Files one of which a checkpoint directory needs for its tokenizer (the pipeline tokenises).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def preflight(cfg) -> dict[str, str]:
+    """Resolves and checks every axis point's checkpoint before any work, in seconds.
+
+    Each checkpoint's config.json and weight headers (tensor names, shapes, dtypes, file
+    sizes) are checked without loading a weight (`emojax.loading.validate_checkpoint`), a
+    checkpoint directory must hold tokenizer files, and a weight dial's two ends must have the
+    same architecture. A typo in the last model path fails here, not after the first points
+    have been analysed.
+
+    Returns:
+      Checkpoint name -> resolved path (zoo names built or reused, registered names fetched,
+      Hugging Face ids found in the local cache).
+
+    Raises:
+      FileNotFoundError, ConfigError, CheckpointError: the first bad checkpoint, with a note
+        naming its axis position; DialError: dial ends that cannot be interpolated;
+        ValueError: an unknown axis, or a label count other than the model count.
+    """
+    _, names = axis_checkpoints(cfg)
+    paths = resolve_paths(cfg, names)
+    configs = {}
+    for i, name in enumerate(names):
+        try:
+            paths[name] = path = resolve_path(paths[name])
+            configs[name] = validate_checkpoint(path)
+            if os.path.isfile(os.path.join(path, "config.json")) and not any(
+                os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES
+            ):
+                raise FileNotFoundError(
+                    f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in checkpoint {path}"
+                )
+        except (OSError, ValueError) as e:
+            e.add_note(f"axis checkpoint {i + 1} of {len(names)} ({name!r}), checked before "
+                       "any work")  # fmt: skip
+            raise
+    if cfg.breakpoint.axis == "dial":
+        bp.check_dial_compatible(configs[names[0]], configs[names[1]])
+    logging.info("checked %d checkpoints (config.json and weight headers)", len(names))
+    return paths
+
+
+def axis_points(cfg, paths: dict[str, str] | None = None) -> Iterator[AxisPoint]:
+    """Yields the axis points one at a time (one model in memory at a time, plus dial ends).
+
+    Args:
+      cfg: the config (`breakpoint` section).
+      paths: checkpoint name -> resolved path (`preflight`); resolved here when None.
+    """
+    b = cfg.breakpoint
+    labels, names = axis_checkpoints(cfg)
+    if paths is None:
+        paths = resolve_paths(cfg, names)
     if b.axis == "models":
-        paths = resolve_paths(cfg, list(b.models))
-        labels = list(b.labels) if b.get("labels") else list(b.models)
-        if len(labels) != len(b.models):
-            raise ValueError(f"{len(labels)} labels for {len(b.models)} models")
         for label, name in zip(labels, b.models, strict=True):
             path = paths[name]
             model = load_point_model(path, cfg)
             yield AxisPoint(label, os.path.abspath(path), model, results.model_hash(path))
         return
-    if b.axis != "dial":
-        raise ValueError(f"breakpoint.axis must be 'models' or 'dial', not {b.axis!r}")
-    paths = resolve_paths(cfg, [b.dial_base, b.dial_tuned])
     base = load_point_model(paths[b.dial_base], cfg)
     tuned = load_point_model(paths[b.dial_tuned], cfg)
     bp.check_dial_compatible(base.config, tuned.config, base.tokenizer, tuned.tokenizer)
@@ -731,14 +801,53 @@ def value_names(cfg) -> list[str]:
     return [f"{s}/{t}" for s in ("delta_mon", "delta_steer") for t in FAILURE_TYPES]
 
 
-def run(cfg, workdir: str) -> dict:
+def claim_workdir(cfg, workdir: str, *, overwrite: bool = False) -> WorkdirState:
+    """`emojax.workdir.check_workdir` on process 0, its verdict shared with every process."""
+    from emojax import sharding
+
+    state, error = None, None
+    if sharding.is_writer():
+        try:
+            state = check_workdir(workdir, cfg, overwrite=overwrite)
+        except WorkdirError as e:
+            error = e
+    refused = bool(sharding.broadcast_from_writer(np.asarray(error is not None, np.int32)))
+    if error is not None:
+        raise error
+    if refused:
+        raise WorkdirError(f"process 0 refused the work directory {workdir} (see its log)")
+    return state
+
+
+def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     """Runs the analysis at every axis point and finds the break point.
+
+    Nothing is written before three checks pass: the work directory holds nothing or this
+    config's outputs (`emojax.workdir`: then the run resumes), the data files are valid and
+    every axis point's checkpoint is (`preflight`).
+
+    Args:
+      cfg: the resolved config.
+      workdir: the output directory.
+      overwrite: a directory holding another config's outputs is used anyway, its old
+        outputs moved into `<workdir>/previous-<timestamp>/`; otherwise such a directory is
+        refused (`emojax.workdir.WorkdirError`, naming the differing keys).
 
     Returns:
       The summary dict (also written to `<workdir>/summary.json` by `emojax.report`).
     """
+    from emojax import sharding
+
+    state = claim_workdir(cfg, workdir, overwrite=overwrite)  # read-only: nothing written yet
     files = data_files(cfg)  # validates the user's data first; recorded in config.json
-    os.makedirs(workdir, exist_ok=True)
+    paths = preflight(cfg)  # every checkpoint, before any work
+    if sharding.is_writer():
+        previous = start_run(state)  # the first write: run.json
+        if previous:
+            logging.info("moved the old outputs of %s aside into %s", workdir, previous)
+        logging.info("work directory %s (%s, config %s)", workdir, state.action,
+                     state.fingerprint)  # fmt: skip
+    sharding.sync("workdir claimed")
     b = cfg.breakpoint
     num_points = len(b.alphas) if b.axis == "dial" else len(b.models)
     progress = Progress(num_points, "axis points")
@@ -749,7 +858,7 @@ def run(cfg, workdir: str) -> dict:
                  evalset.num_requests)  # fmt: skip
     points, reference = [], None
     t_start = time.perf_counter()
-    for i, point in enumerate(axis_points(cfg)):
+    for i, point in enumerate(axis_points(cfg, paths)):
         logging.info("axis point %d/%d: %s (%s)", i + 1, num_points, point.label, point.source)
         result = analyse_point(
             point, cfg, workdir, jax.random.fold_in(rng, i), reference, evalset, draws
@@ -779,8 +888,6 @@ def run(cfg, workdir: str) -> dict:
     margins = {"delta_mon": b.mon_margin, "delta_steer": b.steer_margin}
     brk = bp.find_break_point(labels, deltas, margins)
     seconds = time.perf_counter() - t_start
-    from emojax import sharding
-
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
     return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds, data_files=files)

@@ -1,17 +1,21 @@
 """Outputs of the break-point analysis: tables, plots, `summary.json` and `report.md`.
 
-Written into the run's work directory:
-  config.json         resolved config + provenance (models and hashes, versions, commit, seed)
-  summary.json        the break point, thresholds and every axis point's row
+Written into the run's work directory, each file atomically (`emojax.results.atomic_write`),
+in this order (`summary.json` last: its presence marks a complete run):
   points.csv          one row per axis point
+  break_draws.npz     the request draws of every Δ behind the break-point interval
   incremental_value.png, stability_modularity.png, cross_steering.png
+  config.json         resolved config + provenance (models and hashes, versions, commit, seed)
   report.md           what was run, the table, the break point, the diagnostics, the plots
-  points/<label>/     per-point vectors, stability tables, sweep readouts (per prompt), probes
+  summary.json        the break point, thresholds, every axis point's row, config fingerprint
+The per-point outputs (`points/<label>/`: vectors, stability tables, sweep readouts per
+prompt, probes) and `run.json` (`emojax.workdir`) are written by `emojax.pipeline`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Any
 
@@ -19,6 +23,7 @@ import numpy as np
 
 from emojax import plots, results
 from emojax.breakpoint import BreakPoint
+from emojax.workdir import config_fingerprint
 
 FAILURE_TYPES = ("harmful_compliance", "over_refusal")
 TYPE_SHORT = {"harmful_compliance": "HC", "over_refusal": "OR"}
@@ -52,13 +57,12 @@ def write_csv(path: str, rows: list[dict]) -> None:
     cols: list[str] = []
     for row in rows:
         cols += [k for k in row if k not in cols]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: _cell(row.get(k)) for k in cols})
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k)) for k in cols})
+    results.write_text(path, buf.getvalue())
 
 
 def _cell(x: Any) -> Any:
@@ -111,7 +115,7 @@ def write_outputs(
     seconds: float,
     data_files: dict[str, dict] | None = None,
 ) -> dict:
-    """Writes every axis-level output; returns the summary dict.
+    """Writes every axis-level output, `summary.json` last; returns the summary dict.
 
     Args:
       cfg: the run's config.
@@ -188,6 +192,19 @@ def write_outputs(
         labels,
         path=os.path.join(workdir, "cross_steering.png"),
     )
+    fingerprint = config_fingerprint(cfg)
+    models = {r["label"]: r["source"] for r in rows if os.path.isdir(r["source"])}
+    results.write_json(
+        os.path.join(workdir, "config.json"),
+        results.provenance(seed=cfg.seed, models=models, config=cfg,
+                           extra={"axis_sources": {r["label"]: r["source"] for r in rows},
+                                  "data_files": data_files or {},
+                                  "config_fingerprint": fingerprint}),
+    )  # fmt: skip
+    results.write_text(
+        os.path.join(workdir, "report.md"),
+        report_markdown(cfg, rows, brk, margins, seconds, data_files),
+    )
     summary = {
         "family": cfg.get("family", ""),
         "axis": b.axis,
@@ -198,17 +215,9 @@ def write_outputs(
         "min_failures": b.min_failures,
         "points": [p["detail"] for p in points],
         "seconds": seconds,
+        "config_fingerprint": fingerprint,
     }
-    results.write_json(os.path.join(workdir, "summary.json"), summary)
-    models = {r["label"]: r["source"] for r in rows if os.path.isdir(r["source"])}
-    results.write_json(
-        os.path.join(workdir, "config.json"),
-        results.provenance(seed=cfg.seed, models=models, config=cfg,
-                           extra={"axis_sources": {r["label"]: r["source"] for r in rows},
-                                  "data_files": data_files or {}}),
-    )  # fmt: skip
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(report_markdown(cfg, rows, brk, margins, seconds, data_files))
+    results.write_json(os.path.join(workdir, "summary.json"), summary)  # last: run complete
     return summary
 
 

@@ -10,6 +10,10 @@ Examples:
   python scripts/breakpoint.py --config=configs/zoo.py:smoke --workdir=/tmp/bp_smoke
   python scripts/breakpoint.py --config=configs/zoo.py --config.breakpoint.axis=dial
   python scripts/breakpoint.py --config=configs/gemma2_2b.py --workdir=runs/gemma2_2b
+
+Rerunning the same config into a work directory resumes it; a different config is refused
+before anything is written, unless --overwrite (the old outputs then move into
+<workdir>/previous-<timestamp>/).
 """
 
 import datetime
@@ -27,6 +31,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<time>).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Use a work directory that holds another config's outputs: they are moved into "
+    "<workdir>/previous-<timestamp>/ first (without it such a directory is refused).",
+)
 
 
 def main(argv):
@@ -37,7 +47,7 @@ def main(argv):
     pipeline.quiet_library_logs()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = _WORKDIR.value or cfg.workdir or os.path.join("runs", f"breakpoint-{stamp}")
-    summary = pipeline.run(cfg, workdir)
+    summary = pipeline.run(cfg, workdir, overwrite=_OVERWRITE.value)
     if not sharding.is_writer():
         return
     brk = summary["break_point"]

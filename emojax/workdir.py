@@ -1,0 +1,213 @@
+"""The work directory contract: one config per directory, resumed or refused, never mixed.
+
+A run's work directory holds the outputs of one resolved config:
+
+* `run.json` is written before any other output: the config and its fingerprint (a hash of
+  the resolved config without `workdir`). `summary.json`, written last by `emojax.report`,
+  carries the same fingerprint and marks the run complete. Every file is published atomically
+  (`emojax.results.atomic_write`).
+* `check_workdir` (read-only) decides what a new run may do there: start fresh (an absent or
+  empty directory), resume (the same fingerprint: finished per-point outputs are reused), or
+  refuse, before anything is written, when the directory holds another config's outputs (or
+  files of no run at all); the error names the differing keys and the `--overwrite` flag.
+* With `overwrite=True`, `start_run` first moves the old outputs aside into
+  `<workdir>/previous-<timestamp>/`, so they are kept whole and never mixed with the new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+MARKER = "run.json"  # written first: the config and its fingerprint
+SUMMARY = "summary.json"  # written last: the completion marker
+PREVIOUS_PREFIX = "previous-"  # old outputs moved aside by overwrite=True
+EXCLUDED_KEYS = ("workdir", "overwrite")  # where a run writes is not what it computes
+
+
+class WorkdirError(ValueError):
+    """A work directory holds outputs that a run of this config must not mix with."""
+
+
+def resolved_config(cfg: Any) -> dict[str, Any]:
+    """The config as plain JSON values (tuples as lists), without `EXCLUDED_KEYS`."""
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    d = json.loads(json.dumps(d, sort_keys=True, default=str))
+    return {k: v for k, v in d.items() if k not in EXCLUDED_KEYS}
+
+
+def _fingerprint(config: Mapping[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_fingerprint(cfg: Any) -> str:
+    """A 16-hex-digit hash of the resolved config (every key but `EXCLUDED_KEYS`)."""
+    return _fingerprint(resolved_config(cfg))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, as "key: old -> new"."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            show = lambda v: "(absent)" if v is missing else _short(json.dumps(v))
+            out.append(f"{key}: {show(va)} -> {show(vb)}")
+    return out
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkdirState:
+    """What a run may do in its work directory (`check_workdir`).
+
+    Attributes:
+      path: the work directory (absolute).
+      action: "fresh" (absent or empty), "resume" (same config) or "overwrite" (other
+        outputs, to be moved aside by `start_run`).
+      fingerprint: the new run's config fingerprint.
+      config: the new run's resolved config.
+      differing: for "overwrite", the keys in which the old outputs' config differs.
+    """
+
+    path: str
+    action: str
+    fingerprint: str
+    config: dict[str, Any]
+    differing: tuple[str, ...] = ()
+
+
+def _outputs(path: str) -> list[str]:
+    """The directory's entries, except the old outputs moved aside by earlier overwrites."""
+    return sorted(e for e in os.listdir(path) if not e.startswith(PREVIOUS_PREFIX))
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            out = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def stored_config(path: str) -> dict[str, Any] | None:
+    """The resolved config of the outputs in `path`: from `run.json`, else from the provenance
+    in `config.json` (outputs of runs before `run.json` existed); None if neither holds one."""
+    marker = _read_json(os.path.join(path, MARKER))
+    if marker is not None and isinstance(marker.get("config"), dict):
+        return marker["config"]
+    prov = _read_json(os.path.join(path, "config.json"))
+    if prov is not None and isinstance(prov.get("config"), dict):
+        return {k: v for k, v in prov["config"].items() if k not in EXCLUDED_KEYS}
+    return None
+
+
+def check_workdir(path: str, cfg: Any, *, overwrite: bool = False) -> WorkdirState:
+    """Decides, without writing anything, whether a run of `cfg` may use `path`.
+
+    Args:
+      path: the work directory.
+      cfg: the run's resolved config (a ConfigDict or a mapping).
+      overwrite: allow a run of another config: its outputs will be moved aside.
+
+    Returns:
+      The `WorkdirState` to pass to `start_run`.
+
+    Raises:
+      WorkdirError: `path` holds another config's outputs (naming the differing keys) or
+        files of no emojax run, and `overwrite` is False; or `path` is a file.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    config = resolved_config(cfg)
+    fingerprint = _fingerprint(config)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirError(f"work directory {path} is a file")
+    if not os.path.isdir(path) or not _outputs(path):
+        return WorkdirState(path, "fresh", fingerprint, config)
+    old = stored_config(path)
+    if old is not None and _fingerprint(old) == fingerprint:
+        return WorkdirState(path, "resume", fingerprint, config)
+    differing = tuple(config_diff(old, config)) if old is not None else ()
+    if overwrite:
+        return WorkdirState(path, "overwrite", fingerprint, config, differing)
+    if old is None:
+        entries = _outputs(path)
+        what = (
+            f"files of no emojax run (no {MARKER} or config.json with a config: "
+            f"{', '.join(entries[:5])}{' ...' if len(entries) > 5 else ''})"
+        )
+    else:
+        keys = "; ".join(differing[:12]) + (
+            f"; and {len(differing) - 12} more" if len(differing) > 12 else ""
+        )
+        what = f"the outputs of a different config (fingerprint {_fingerprint(old)}, this run "
+        what += f"{fingerprint}; differing keys: {keys})"
+    raise WorkdirError(
+        f"work directory {path} holds {what}. Nothing was written. Pass --overwrite to move "
+        f"the old outputs into {path}/{PREVIOUS_PREFIX}<timestamp>/ and start afresh, or "
+        "choose another --workdir."
+    )
+
+
+def move_aside(path: str, *, stamp: str | None = None) -> str:
+    """Moves every output of `path` (not earlier `previous-*` folders) into a new
+    `path/previous-<stamp>/`; returns that folder.
+
+    The marker (`run.json`) moves last, so an interrupted move leaves the rest still marked
+    as the old config's outputs (refused again, or moved aside by the next overwrite).
+    """
+    stamp = stamp or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest, n = os.path.join(path, PREVIOUS_PREFIX + stamp), 1
+    while os.path.exists(dest):
+        dest, n = os.path.join(path, f"{PREVIOUS_PREFIX}{stamp}-{n}"), n + 1
+    entries = _outputs(path)
+    os.makedirs(dest)
+    for name in sorted(entries, key=lambda e: e == MARKER):
+        os.replace(os.path.join(path, name), os.path.join(dest, name))
+    return dest
+
+
+def start_run(state: WorkdirState) -> str | None:
+    """Claims the work directory for the run `state` was checked for.
+
+    Moves the old outputs aside for "overwrite", creates the directory and writes `run.json`
+    (kept as it is on "resume"). Returns the `previous-*` folder the old outputs went to, or
+    None.
+    """
+    from emojax import results
+
+    previous = move_aside(state.path) if state.action == "overwrite" else None
+    os.makedirs(state.path, exist_ok=True)
+    marker = os.path.join(state.path, MARKER)
+    if state.action != "resume" or not os.path.isfile(marker):
+        results.write_json(
+            marker,
+            {
+                "fingerprint": state.fingerprint,
+                "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "config": state.config,
+            },
+        )
+    return previous
