@@ -16,6 +16,7 @@ from emojax.interventions import Intervention
 from emojax.loading import CheckpointError, Model, load_model, save_pretrained
 from emojax.model import Output, forward, loss_fn
 from emojax.params import LayerParams, Norm, Params, abstract_params, init_params
+from emojax.validate import checked_forward, checked_generate
 
 __all__ = [
     "CheckpointError",
@@ -29,6 +30,8 @@ __all__ = [
     "Output",
     "Params",
     "abstract_params",
+    "checked_forward",
+    "checked_generate",
     "forward",
     "generate",
     "init_params",
