@@ -178,3 +178,25 @@ def test_saved_checkpoint_loads_with_the_same_logits(tiny, tokenizer, tmp_path, 
         emojax.forward(tiny.params, tiny.config, tokens).logits, atol=1e-6,
     )  # fmt: skip
     assert concepts.format_chat(loaded.tokenizer, "Hi.") == concepts.format_chat(tokenizer, "Hi.")
+
+
+def test_constant_schedule_does_not_depend_on_steps(tiny, data, tmp_path):
+    """Under 'constant' the first n steps of any longer run equal an n-step run (cosine: not)."""
+    spec = tune.TuneSpec(steps=3, batch_size=4, learning_rate=3e-3, warmup_steps=1,
+                         schedule="constant", log_every=100)  # fmt: skip
+    short = tune.tune(tiny.params, tiny.config, data, spec, workdir=tmp_path, log=None)
+    longer = dataclasses.replace(spec, steps=5)
+    assert _leaves_equal(short, tune.tune(tiny.params, tiny.config, data, longer, stop_after=3,
+                                          log=None))  # fmt: skip
+    cosine = dataclasses.replace(spec, schedule="cosine")
+    assert not _leaves_equal(
+        tune.tune(tiny.params, tiny.config, data, cosine, log=None),
+        tune.tune(tiny.params, tiny.config, data, dataclasses.replace(cosine, steps=5),
+                  stop_after=3, log=None),
+    )  # fmt: skip
+    assert tune.latest_step(tmp_path) == 3 and tune.latest_step(tmp_path / "none") is None
+    with pytest.raises(ValueError, match="beyond spec.steps=2"):
+        tune.tune(tiny.params, tiny.config, data, dataclasses.replace(spec, steps=2),
+                  workdir=tmp_path, log=None)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown schedule"):
+        tune.tune(tiny.params, tiny.config, data, dataclasses.replace(spec, schedule="linear"))
