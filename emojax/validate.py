@@ -46,10 +46,6 @@ Array = jax.Array
 _CHECKIFY = contextvars.ContextVar("emojax_checkify", default=False)
 
 
-# ---------------------------------------------------------------------------------------------
-# Concrete or traced
-
-
 def is_traced(*trees: Any) -> bool:
     """True if any leaf of `trees` is a tracer (the call is being traced by jit/vmap/grad)."""
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(trees))
@@ -93,10 +89,6 @@ def _first_bad(x: Any, bad: Any, error: type[Exception], msg: str) -> None:
 
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
-
-
-# ---------------------------------------------------------------------------------------------
-# Arrays
 
 
 def check_tokens(tokens: Any, vocab_size: int, *, name: str = "tokens") -> None:
@@ -176,10 +168,6 @@ def check_width(x: Any, d_model: int, *, name: str) -> None:
     """A vector whose last axis is d_model wide."""
     if not _shape(x) or _shape(x)[-1] != d_model:
         raise ValueError(f"{name} has shape {_shape(x)}, expected last axis ({d_model},) = d_model")
-
-
-# ---------------------------------------------------------------------------------------------
-# Python scalars
 
 
 def check_int(value: Any, *, name: str) -> int:
@@ -290,10 +278,6 @@ def check_weight_dtype(name: str, value: Any, where: str = "") -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Interventions
-
-
 def check_intervention(iv: Any, config: Any, *, name: str = "intervention") -> None:
     """Shapes match the model (L layers, width D) and every vector and bound is usable.
 
@@ -331,10 +315,6 @@ def check_intervention(iv: Any, config: Any, *, name: str = "intervention") -> N
         if v is not None:
             xp = jnp if isinstance(v, jax.core.Tracer) else np
             _first_bad(v, xp.isnan(v), ValueError, f"{name}.{leaf}{{idx}} = {{val}}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points
 
 
 def forward_inputs(
@@ -475,10 +455,6 @@ def checked_generate(
     from emojax.generate import generate
 
     return _checkified(generate, params, config, tokens, kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Extraction and sweep inputs
 
 
 def check_token_ids(ids: Any, vocab_size: int, *, name: str) -> None:

@@ -290,12 +290,10 @@ def test_traced_inputs_skip_value_checks_at_no_cost(m):
 def test_eager_error_and_checkify_error_under_jit(m):
     from jax.experimental import checkify
 
-    from emojax import validate
-
     bad = _put(m.tokens, (1, 3), V)
     with pytest.raises(ValueError, match=rf"tokens\[1, 3\] = {V}"):
         emojax.forward(m.params, m.cfg, bad)  # eager: a ValueError before anything runs
-    checked = jax.jit(validate.checked_forward, static_argnames=("config", "capture"))
+    checked = jax.jit(emojax.checked_forward, static_argnames=("config", "capture"))
     err, _ = checked(m.params, m.cfg, bad)
     with pytest.raises(checkify.JaxRuntimeError, match=rf"tokens\[1, 3\] = {V} is not a token"):
         err.throw()
@@ -312,7 +310,7 @@ def test_eager_error_and_checkify_error_under_jit(m):
     np.testing.assert_allclose(
         out.logits, emojax.forward(m.params, m.cfg, m.tokens, capture=False).logits, atol=1e-6
     )
-    gen = jax.jit(validate.checked_generate, static_argnames=("config", "max_new_tokens"))
+    gen = jax.jit(emojax.checked_generate, static_argnames=("config", "max_new_tokens"))
     err, _ = gen(m.params, m.cfg, m.tokens, max_new_tokens=1, temperature=jnp.float32(0.5))
     with pytest.raises(checkify.JaxRuntimeError, match="needs rng"):
         err.throw()
