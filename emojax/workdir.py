@@ -12,16 +12,23 @@ A run's work directory holds the outputs of one resolved config:
   files of no run at all); the error names the differing keys and the `--overwrite` flag.
 * With `overwrite=True`, `start_run` first moves the old outputs aside into
   `<workdir>/previous-<timestamp>/`, so they are kept whole and never mixed with the new ones.
+* Scripts other than the pipeline key their work directory on `script_config` (the config
+  plus the script's own flags), claim it with `start_on_writer`, and run under `run_main`:
+  a user error (`is_user_error`: a bad workdir, checkpoint, dataset, config or argument)
+  prints one line, `error: <message>`, and exits 2; any other exception keeps its traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 MARKER = "run.json"  # written first: the config and its fingerprint
@@ -211,3 +218,135 @@ def start_run(state: WorkdirState) -> str | None:
             },
         )
     return previous
+
+
+def script_config(cfg: Any, script: str, **flags: Any) -> dict[str, Any]:
+    """What a script's outputs depend on: the resolved config and the script's own flags.
+
+    A sweep of `--model=base` into a directory holding the sweep of `--model=instruct` is
+    another run, although the config is the same: the flags go under the key "script" (with
+    the script's name), so `check_workdir` refuses it and names `script.model`.
+
+    Args:
+      cfg: the run's config (a ConfigDict or a mapping).
+      script: the script's name, e.g. "sweep".
+      **flags: the flags that change what is computed (not `--workdir` or `--overwrite`).
+
+    Returns:
+      A mapping to pass to `check_workdir` (or `emojax.pipeline.claim_workdir`) as the config.
+    """
+    return {**resolved_config(cfg), "script": {"name": script, **flags}}
+
+
+def start_on_writer(state: WorkdirState) -> str | None:
+    """`start_run` on the process that writes (process 0 of a multi-host run), logged; every
+    process waits for it. Returns the `previous-*` folder the old outputs went to, or None."""
+    from absl import logging
+
+    from emojax import sharding
+
+    previous = None
+    if sharding.is_writer():
+        previous = start_run(state)
+        if previous:
+            logging.info("moved the old outputs of %s aside into %s", state.path, previous)
+        logging.info("work directory %s (%s, config %s)", state.path, state.action,
+                     state.fingerprint)  # fmt: skip
+    sharding.sync("workdir claimed")
+    return previous
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The library's named errors about what a user gave it (not bugs).
+
+    `WorkdirError`, `CheckpointError` (and `GGUFError`), `ConfigError`, `DatasetError`,
+    `DialError`, and `FileNotFoundError` (a missing checkpoint, data file or vector directory;
+    `ModelFetchError` is one).
+    """
+    from emojax.breakpoint import DialError
+    from emojax.concepts.schema import DatasetError
+    from emojax.config import ConfigError
+    from emojax.loading import CheckpointError
+    from emojax.models import ModelFetchError
+
+    return (WorkdirError, CheckpointError, ConfigError, DatasetError, DialError,
+            ModelFetchError, FileNotFoundError)  # fmt: skip
+
+
+_VALIDATE_MODULES = ("emojax.validate",)  # whose ValueError / TypeError / IndexError are checks
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether `error` reports bad user input: one of `user_error_types()`, or a `ValueError`,
+    `TypeError` or `IndexError` raised by an `emojax.validate` check (an argument named with
+    its bad value). Anything else is treated as a bug."""
+    if isinstance(error, user_error_types()):
+        return True
+    if isinstance(error, ValueError | TypeError | IndexError):
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return tb is not None and tb.tb_frame.f_globals.get("__name__") in _VALIDATE_MODULES
+    return False
+
+
+def error_line(error: BaseException) -> str:
+    """`error`'s message on one line, its notes (e.g. which axis checkpoint) appended."""
+    text = " ".join(s.strip() for s in str(error).splitlines() if s.strip())
+    text = text or type(error).__name__
+    notes = [n.strip() for n in getattr(error, "__notes__", ()) if n.strip()]
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def main_errors(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a script's main: a user error (`is_user_error`) prints `error: <message>`
+    on one line to stderr and exits with status 2; other exceptions propagate unchanged
+    (with their traceback)."""
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
+            if not is_user_error(e):
+                raise
+            sys.stdout.flush()
+            sys.stderr.write(f"error: {error_line(e)}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+    return wrapped
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
+
+
+def flag_error_line(message: str) -> str:
+    """A flag parsing error on one line. A config file's `get_config` error arrives as the
+    flag and a whole traceback (ml_collections): only the flag and the exception are kept."""
+    lines = [s.strip() for s in message.splitlines() if s.strip()]
+    if not any(s.startswith("Traceback (most recent call last)") for s in lines):
+        return " ".join(lines)
+    last = max(i for i, s in enumerate(lines) if _EXCEPTION_LINE.match(s) or i == 0)
+    head = lines[0].replace("Error whilst parsing config file:", "").strip()
+    return " ".join([head, *lines[last:]]) if last > 0 else head
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.stderr.write(f"error: {flag_error_line(str(e))}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+
+
+def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
+    """`absl.app.run(main)` for emojax scripts: a bad flag or config (an unknown `get_config`
+    variant, an override that does not parse) and a user error raised by `main`
+    (`main_errors`) each print one line, `error: <message>`, and exit with status 2."""
+    from absl import app
+
+    app.run(main_errors(main), argv=None if argv is None else list(argv), flags_parser=_parse_flags)
