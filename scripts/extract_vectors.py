@@ -12,7 +12,10 @@ from the package registry), "zoo" (every zoo model), or a comma-separated list. 
 workdir gets `<model>/vectors/<method>/` (orbax) and `<model>/vectors/<method>.safetensors`
 + `.json` (PyTorch), `<model>/stability.csv`, `<model>/control_cosine.csv`,
 `<model>/stability.json`, `<model>/stability.png`, `<model>/capture.json`; with several
-models also `cross_model.csv`; always `summary.md` and `config.json` (provenance).
+models also `cross_model.csv`; always `summary.md`, `config.json` (provenance) and, first,
+`run.json` (config and flags, their fingerprint). Every file is written atomically. A different
+config or --model/--random_model/--repeats into a non-empty workdir is refused before anything
+is written, unless --overwrite (the old outputs then move into <workdir>/previous-<timestamp>/).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from ml_collections import config_flags
 
 from emojax import extract, pipeline, results, sharding
 from emojax.config import ModelConfig
+from emojax.loading import validate_checkpoint
 from emojax.metrics import stability
 from emojax.params import count_params, init_params
 from emojax.report import write_csv
 from emojax.vectors import save_all
+from emojax.workdir import run_main, script_config, start_on_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
 _MODEL = flags.DEFINE_string("model", "instruct", "zoo name, checkpoint dir, 'zoo', or a list.")
@@ -42,6 +47,9 @@ _RANDOM = flags.DEFINE_string(
     "random_model", "", "JSON of config.json overrides: random weights of that shape (timing)."
 )
 _REPEATS = flags.DEFINE_integer("repeats", 1, "extract this often per model (later = warm).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Move another run's outputs in --workdir into previous-<time>/ first."
+)
 
 
 def resolve_models(spec: str, cfg) -> dict[str, str]:
@@ -87,7 +95,7 @@ def plot_stability(path: str, report: dict, title: str) -> None:
     ax.legend(fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    results.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -200,8 +208,18 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join(
         "runs", "extract-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )
-    os.makedirs(workdir, exist_ok=True)
+    run_cfg = script_config(cfg, "extract_vectors", model=_MODEL.value,
+                            random_model=_RANDOM.value, repeats=_REPEATS.value)  # fmt: skip
+    state = pipeline.claim_workdir(run_cfg, workdir, overwrite=_OVERWRITE.value)  # no writes
+    if _RANDOM.value:
+        try:
+            json.loads(_RANDOM.value)
+        except ValueError as e:
+            raise app.UsageError(f"--random_model is not a JSON object: {e}") from None
     models = resolve_models(_MODEL.value, cfg)
+    for path in models.values():  # config.json and weight headers, before anything is written
+        validate_checkpoint(path)
+    start_on_writer(state)  # the first write: run.json (old outputs moved aside if --overwrite)
     results.write_json(
         os.path.join(workdir, "config.json"),
         results.provenance(seed=cfg.seed, models=models, config=cfg),
@@ -215,10 +233,9 @@ def main(argv):
         write_csv(os.path.join(workdir, "cross_model.csv"),
                   cross_model_rows(runs, rng, cfg.extract.resamples))  # fmt: skip
     text = summary_markdown(runs)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(text)
+    results.write_text(os.path.join(workdir, "summary.md"), text)
     print(text)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -20,7 +20,10 @@ set x layer x fold x l2 x resample) is fitted in one program (`emojax.probes`).
 Writes to `<workdir>/<model>/`: `probes.csv` (one row per layer), `probes.json`,
 `delta_mon.png` and, with `config.probes.shift_reference`, `shift.csv` (mean activation shift
 along each direction relative to the reference model); to `<workdir>/`: `summary.md`,
-`summary.csv` (headline Δ_mon per model) and `config.json` (provenance).
+`summary.csv` (headline Δ_mon per model), `config.json` (provenance) and, first, `run.json`
+(config and flags, their fingerprint). Every file is written atomically. A different config or
+--model/--vectors into a non-empty workdir is refused before anything is written, unless
+--overwrite (the old outputs then move into <workdir>/previous-<timestamp>/).
 """
 
 from __future__ import annotations
@@ -34,12 +37,17 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emojax import pipeline, probes, results, sharding
+from emojax.loading import validate_checkpoint
 from emojax.report import write_csv
+from emojax.workdir import run_main, script_config, start_on_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
 _MODEL = flags.DEFINE_string("model", "instruct", "zoo name, checkpoint dir, 'zoo', or a list.")
 _VECTORS = flags.DEFINE_string("vectors", "", "VectorSet directory ('' = extract now).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "output directory ('' = runs/probes-<time>).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Move another run's outputs in --workdir into previous-<time>/ first."
+)
 
 
 def resolve_models(spec: str, cfg) -> dict[str, str]:
@@ -109,7 +117,7 @@ def plot_layers(path: str, rows: list[dict], set_names, title: str, headline: in
         ax.set_xticks(layers)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    results.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -125,15 +133,17 @@ def monitor_kwargs(cfg) -> dict:
     }
 
 
-def run_model(name: str, path: str, cfg, workdir: str, reference: dict | None) -> dict:
-
+def run_model(name: str, path: str, cfg, workdir: str, reference: dict | None, given) -> dict:
+    """Probes of one model into `<workdir>/<name>/`; `given` is the --vectors set (None:
+    extracted for this model)."""
     p, out = cfg.probes, os.path.join(workdir, name)
     os.makedirs(out, exist_ok=True)
     model = pipeline.load_point_model(path, cfg)
-    vectors = load_vectors(_VECTORS.value, model, cfg)
+    vectors = given if given is not None else load_vectors("", model, cfg)
     prompts = eval_prompts(model.tokenizer, cfg)
     t0 = time.perf_counter()
     run = pipeline.unsteered_behaviour(model, prompts, cfg)
+    run["failure"] = run["harmful_compliance"] | run["over_refusal"]  # `probes.label` default
     seconds = {"unsteered": time.perf_counter() - t0}
     controls, emotions = tuple(cfg.data.controls), tuple(cfg.data.emotions)
     directions = {k: vectors.vectors[vectors.index(k)] for k in controls + emotions}
@@ -240,7 +250,8 @@ def main(argv):
     cfg = _CONFIG.value
     sharding.maybe_initialize_distributed(cfg.mesh.distributed)  # before any device use
     workdir = _WORKDIR.value or os.path.join("runs", time.strftime("probes-%Y%m%d-%H%M%S"))
-    os.makedirs(workdir, exist_ok=True)
+    run_cfg = script_config(cfg, "probes", model=_MODEL.value, vectors=_VECTORS.value)
+    state = pipeline.claim_workdir(run_cfg, workdir, overwrite=_OVERWRITE.value)  # no writes
     models = resolve_models(_MODEL.value, cfg)
     if _VECTORS.value and len(models) > 1:
         raise app.UsageError("--vectors serves one model; drop it to extract per model")
@@ -252,13 +263,17 @@ def main(argv):
             models = {**resolve_models(ref_spec, cfg), **models}
         else:
             models = {ref_name: models[ref_name], **models}
+    for path in models.values():  # config.json and weight headers, before anything is written
+        validate_checkpoint(path)
+    given = load_vectors(_VECTORS.value, None, cfg) if _VECTORS.value else None
+    start_on_writer(state)  # the first write: run.json (old outputs moved aside if --overwrite)
     results.write_json(
         os.path.join(workdir, "config.json"),
         results.provenance(seed=cfg.seed, models=models, config=cfg),
     )
     rows = []
     for name, path in models.items():
-        row = run_model(name, path, cfg, workdir, reference)
+        row = run_model(name, path, cfg, workdir, reference, given)
         if ref_spec and name == os.path.basename(os.path.normpath(ref_spec)):
             reference = {"name": name, "acts": row.get("_acts")}
         row.pop("_acts", None)
@@ -268,10 +283,9 @@ def main(argv):
         [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows],
     )
     text = "# Incremental monitoring value Δ_mon\n\n" + summary_markdown(rows) + "\n"
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(text)
+    results.write_text(os.path.join(workdir, "summary.md"), text)
     print(text)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

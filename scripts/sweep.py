@@ -9,17 +9,19 @@ Examples:
 
 `--model` is a zoo name (base, instruct, safety-1..3; built or reused from the cache) or a
 checkpoint directory. `--vectors` is a VectorSet directory (from scripts/extract_vectors.py);
-without it the vectors are extracted first (`config.sweep.method`). Rerunning with the same
-workdir resumes an interrupted sweep (completed chunks are kept).
+without it the vectors are extracted first (`config.sweep.method`). Rerunning the same config
+and flags into the same workdir resumes an interrupted sweep (completed chunks are kept); a
+different config or --model/--vectors is refused before anything is written, unless
+--overwrite (the old outputs then move into <workdir>/previous-<timestamp>/).
 
-Writes to the workdir: `config.json` (resolved config + provenance), `readouts.npz`
-(per-prompt readouts), `sweep_meta.json`, `summary.json`, `steerability.csv`,
-`cross_steering.csv`, `dose_response.png`, `cross_steering.png`, `report.md`.
+Writes to the workdir, each file atomically: `run.json` (first: config and flags, their
+fingerprint), `config.json` (resolved config + provenance), `readouts.npz` (per-prompt
+readouts), `sweep_meta.json`, `summary.json`, `steerability.csv`, `cross_steering.csv`,
+`dose_response.png`, `cross_steering.png`, `report.md`.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
@@ -29,11 +31,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emojax import pipeline, results, sharding, sweep
+from emojax.report import write_csv
+from emojax.workdir import run_main, script_config, start_on_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
 _MODEL = flags.DEFINE_string("model", "instruct", "zoo name or checkpoint directory.")
 _VECTORS = flags.DEFINE_string("vectors", "", "VectorSet directory ('' = extract now).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "output directory ('' = runs/sweep-<time>).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Move another run's outputs in --workdir into previous-<time>/ first."
+)
 
 
 def resolve_model(spec: str, cfg) -> str:
@@ -118,10 +125,7 @@ def write_tables(res: sweep.SweepResults, workdir: str) -> None:
             cross.append(row)
     for name, table in (("steerability.csv", rows), ("cross_steering.csv", cross)):
         if table:
-            with open(os.path.join(workdir, name), "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(table[0]))
-                w.writeheader()
-                w.writerows(table)
+            write_csv(os.path.join(workdir, name), table)
 
 
 def plot(res: sweep.SweepResults, workdir: str, title: str) -> None:
@@ -153,7 +157,7 @@ def plot(res: sweep.SweepResults, workdir: str, title: str) -> None:
             ax.set_title(f"{title}: layer {layer}")
         axes[li, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "dose_response.png"), dpi=110)
+    results.save_figure(fig, os.path.join(workdir, "dose_response.png"), dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.5), squeeze=False)
@@ -170,7 +174,7 @@ def plot(res: sweep.SweepResults, workdir: str, title: str) -> None:
         ax.set_title(f"{title}: M[i, j], layer {layer}")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "cross_steering.png"), dpi=110)
+    results.save_figure(fig, os.path.join(workdir, "cross_steering.png"), dpi=110)
     plt.close(fig)
 
 
@@ -220,12 +224,14 @@ def main(argv):
     cfg = _CONFIG.value
     sharding.maybe_initialize_distributed(cfg.mesh.distributed)  # before any device use
     workdir = _WORKDIR.value or os.path.join("runs", time.strftime("sweep-%Y%m%d-%H%M%S"))
-    os.makedirs(workdir, exist_ok=True)
+    run_cfg = script_config(cfg, "sweep", model=_MODEL.value, vectors=_VECTORS.value)
+    state = pipeline.claim_workdir(run_cfg, workdir, overwrite=_OVERWRITE.value)  # no writes
 
     path = resolve_model(_MODEL.value, cfg)
     model = pipeline.load_point_model(path, cfg)
     vectors = load_vectors(_VECTORS.value, model, cfg)
     prompts = prompts_for(model, cfg)
+    start_on_writer(state)  # the first write: run.json (old outputs moved aside if --overwrite)
     results.write_json(
         os.path.join(workdir, "config.json"),
         results.provenance(seed=cfg.seed, models={_MODEL.value: path}, config=cfg),
@@ -238,10 +244,9 @@ def main(argv):
     title = os.path.basename(os.path.normpath(_MODEL.value))
     write_tables(res, workdir)
     plot(res, workdir, title)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(report(res, title) + "\n")
+    results.write_text(os.path.join(workdir, "report.md"), report(res, title) + "\n")
     print(report(res, title))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)
