@@ -35,11 +35,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import emojax
 from emojax import readouts as ro
 from emojax import sweep
+from emojax.workdir import run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
@@ -468,4 +469,4 @@ def print_table(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -15,7 +15,7 @@ import os
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
 
 _D_MODEL = flags.DEFINE_integer("d_model", 512, "Residual width D.")
 _LAYERS = flags.DEFINE_integer("num_layers", 8, "Decoder layers L.")
@@ -121,4 +121,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from emojax.workdir import run_main  # emojax (and jax) load inside main, after the flags
+
+    run_main(main)

@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct", "registered name or .gguf file.")
 _BATCH = flags.DEFINE_integer("batch", 8, "sequences per forward.")
@@ -117,4 +117,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from emojax.workdir import run_main  # emojax (and jax) load inside main, after the flags
+
+    run_main(main)

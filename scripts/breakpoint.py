@@ -19,10 +19,11 @@ before anything is written, unless --overwrite (the old outputs then move into
 import datetime
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from emojax import pipeline, sharding
+from emojax.workdir import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -56,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -16,11 +16,12 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from emojax.workdir import run_main  # noqa: E402
 from emojax.zoo import (  # noqa: E402
     build_zoo,
     format_behaviour,
@@ -47,4 +48,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

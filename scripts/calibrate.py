@@ -21,11 +21,12 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emojax import calibration  # noqa: E402
+from emojax import calibration, results  # noqa: E402
+from emojax.workdir import run_main  # noqa: E402
 
 _SEEDS = flags.DEFINE_integer("seeds", 50, "Simulated data sets per study.")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer requests and draws (CI).")
@@ -51,12 +52,9 @@ def main(argv: list[str]) -> None:
             print(f"| {path} | {ftype} | {r['num_pairs']} | {r['mean']:+.3f} | "
                   f"{r['coverage_zero']:.2f} | "
                   f"{r['significant']:.2f} | {r['negative']:.2f} |")  # fmt: skip
-    if os.path.dirname(_OUT.value):
-        os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-        json.dump(result, f, indent=2)
+    results.write_text(_OUT.value, json.dumps(result, indent=2))  # atomic: never half a file
     print(f"wrote {_OUT.value} ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -17,10 +17,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from emojax import sharding as sh
+from emojax.workdir import run_main
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
 _MODEL = flags.DEFINE_string(
@@ -151,4 +152,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -26,10 +26,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import emojax
-from emojax import concepts, readouts, redteam
+from emojax import concepts, readouts, redteam, results
+from emojax.workdir import run_main
 
 _MODEL = flags.DEFINE_string("model", "smollm2-135m-instruct", "registered name or path.")
 _OUT = flags.DEFINE_string(
@@ -133,16 +134,17 @@ def main(argv):
     old = {}
     if out.exists():
         old = {r["id"]: r for r in map(json.loads, out.read_text().splitlines()) if r}
-    with out.open("w") as f:
-        for row, text, score in zip(rows, texts, scores, strict=True):
-            prev = old.get(row["id"], {})
-            same = prev.get("prompt") == row["prompt"] and prev.get("response") == text
-            row = dict(row, response=text, refusal_score=round(float(score), 3),
-                       refused=prev.get("refused") if same else None,
-                       note=prev.get("note", "") if same else "")  # fmt: skip
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    lines = []
+    for row, text, score in zip(rows, texts, scores, strict=True):
+        prev = old.get(row["id"], {})
+        same = prev.get("prompt") == row["prompt"] and prev.get("response") == text
+        row = dict(row, response=text, refusal_score=round(float(score), 3),
+                   refused=prev.get("refused") if same else None,
+                   note=prev.get("note", "") if same else "")  # fmt: skip
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    results.write_text(str(out), "".join(lines))  # atomic: the hand labels are never truncated
     print(f"wrote {len(rows)} records to {out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

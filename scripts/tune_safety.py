@@ -19,6 +19,7 @@ import json
 from absl import app, flags
 
 from emojax import safety_model
+from emojax.workdir import run_main
 
 _NAME = flags.DEFINE_string("name", safety_model.NAME, "model name (a directory in the cache).")
 _STEPS = flags.DEFINE_integer("steps", None, "override the recipe's tuning steps.")
@@ -57,4 +58,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)
