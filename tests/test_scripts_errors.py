@@ -1,0 +1,268 @@
+"""Scripts report bad input in one line and never write into a work directory they must not.
+
+* `emojax.workdir.main_errors` / `run_main`: a named user error (a bad workdir, checkpoint,
+  dataset, config, missing file, an `emojax.validate` check) prints `error: <message>` and
+  exits 2; any other exception (a plain `ValueError` of the script, a `RuntimeError`) keeps
+  its traceback.
+* The scripts, as subprocesses on the smoke config (seconds each: every case fails before a
+  model is built or loaded): an unknown config variant; another config into a sweep workdir
+  (refused, every old file byte-identical; the script's flags count as config); a truncated
+  `model.safetensors` and an invalid `config.json` (named, nothing written, and with
+  `--overwrite` nothing moved aside either); a typo in the second axis checkpoint of the
+  break-point job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import emojax
+from configs.zoo import get_config
+from emojax import validate, workdir
+from emojax.breakpoint import DialError
+from emojax.concepts.schema import DatasetError
+from emojax.models import ModelFetchError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+        "vocab_size": 64}  # fmt: skip
+
+
+def _fails_with(main, capsys) -> str:
+    """Runs `main_errors(main)`; asserts exit status 2 and one stderr line; returns it."""
+    with pytest.raises(SystemExit) as exit_info:
+        workdir.main_errors(main)([])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+def _raise(error: BaseException):
+    def main(argv):
+        del argv
+        raise error
+
+    return main
+
+
+def _noted(error: BaseException) -> BaseException:
+    error.add_note("axis checkpoint 2 of 2 ('instruct'), checked before any work")
+    return error
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (workdir.WorkdirError("work directory /w holds another config"),
+         "error: work directory /w holds another config"),
+        (emojax.CheckpointError("/c/model.safetensors is not a readable safetensors file"),
+         "error: /c/model.safetensors is not a readable safetensors file"),
+        (emojax.ConfigError("/c/config.json is not valid JSON"),
+         "error: /c/config.json is not valid JSON"),
+        (DatasetError("/d/contrast_fear.csv", 3, "missing field 'positive'"),
+         "error: /d/contrast_fear.csv:3: missing field 'positive'"),
+        (DialError("dial ends differ in num_layers"), "error: dial ends differ in num_layers"),
+        (ModelFetchError("smollm2 is not cached\nand the registry is unreachable"),
+         "error: smollm2 is not cached and the registry is unreachable"),
+        (_noted(FileNotFoundError("'/ckpt/instrct' is neither a local checkpoint directory")),
+         "error: '/ckpt/instrct' is neither a local checkpoint directory (axis checkpoint 2 of "
+         "2 ('instruct'), checked before any work)"),
+    ],
+)  # fmt: skip
+def test_named_user_errors_print_one_line_and_exit_2(error, line, capsys):
+    assert _fails_with(_raise(error), capsys) == line
+
+
+def test_validate_checks_are_user_errors(capsys):
+    def main(argv):
+        validate.check_tokens(np.array([[1, 130]], np.int32), 128)
+
+    assert _fails_with(main, capsys) == (
+        "error: tokens[0, 1] = 130 is not a token id of this model (vocab_size 128)"
+    )
+
+    def float_tokens(argv):
+        validate.check_tokens(np.zeros((1, 2), np.float32), 128)
+
+    assert _fails_with(float_tokens, capsys).startswith("error: tokens must have an integer")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("a bug in the script, not a check"),  # same type as a check, raised elsewhere
+        TypeError("unsupported operand"),
+        RuntimeError("boom"),
+        KeyError("missing"),
+    ],
+)
+def test_other_exceptions_propagate_with_their_traceback(error, capsys):
+    with pytest.raises(type(error)) as info:
+        workdir.main_errors(_raise(error))([])
+    assert info.value is error
+    assert capsys.readouterr().err == ""
+    assert not workdir.is_user_error(error)
+
+
+def test_flag_error_line_keeps_the_flag_and_the_exception_of_a_config_traceback():
+    message = (
+        "flag --config=configs/zoo.py:smok: Error whilst parsing config file:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "configs/zoo.py", line 23, in get_config\n'
+        "    raise ValueError(\n"
+        "ValueError: unknown configs/zoo.py variant 'smok': valid are 'smoke'\n"
+    )
+    assert workdir.flag_error_line(message) == (
+        "flag --config=configs/zoo.py:smok: ValueError: unknown configs/zoo.py variant 'smok': "
+        "valid are 'smoke'"
+    )
+    plain = "flag --seeds=x: invalid literal for int() with base 10: 'x'"
+    assert workdir.flag_error_line(plain) == plain
+
+
+def _run(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one `error:` line of a refused run (exit 2, no traceback)."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [s for s in proc.stderr.splitlines() if s.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _hashes(root: pathlib.Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_run_main_keeps_the_traceback_of_a_bug(tmp_path):
+    program = (
+        "from emojax import workdir\n"
+        "def main(argv):\n"
+        "    raise RuntimeError('a bug')\n"
+        "workdir.run_main(main)\n"
+    )
+    (tmp_path / "prog.py").write_text(program)
+    bug = subprocess.run([sys.executable, str(tmp_path / "prog.py")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bug.returncode == 1
+    assert "Traceback (most recent call last)" in bug.stderr and "RuntimeError: a bug" in bug.stderr
+    assert "error: " not in bug.stderr
+    # (the user-error branch of run_main: every script test below)
+
+
+def test_unknown_config_variant_is_one_line(tmp_path):
+    proc = _run("scripts/breakpoint.py", "--config=configs/zoo.py:smok", f"--workdir={tmp_path}/w")
+    assert _error_line(proc) == (
+        "error: flag --config=configs/zoo.py:smok: ValueError: unknown configs/zoo.py variant "
+        "'smok': valid are '' (the default), 'smoke', 'validation'"
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def _finished_sweep_workdir(path: pathlib.Path, **overrides) -> dict[str, str]:
+    """A workdir holding a (stand-in) sweep of the smoke config: run.json and outputs."""
+    cfg = get_config("smoke")
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        cfg[section][field] = value
+    state = workdir.check_workdir(
+        str(path), workdir.script_config(cfg, "sweep", model="instruct", vectors="")
+    )
+    assert state.action == "fresh"
+    workdir.start_run(state)
+    (path / "report.md").write_text("# Steering sweep: instruct\n")
+    (path / "steerability.csv").write_text("layer,vector,slope\n1,fear,0.5\n")
+    return _hashes(path)
+
+
+def test_sweep_refuses_another_config_before_writing_anything(tmp_path):
+    before = _finished_sweep_workdir(tmp_path / "w")
+    proc = _run("scripts/sweep.py", "--config=configs/zoo.py:smoke", "--model=instruct",
+                "--config.sweep.num_random=3", f"--workdir={tmp_path}/w")  # fmt: skip
+    line = _error_line(proc)
+    assert "differing keys: sweep.num_random: " in line and "-> 3" in line, line
+    assert "--overwrite" in line
+    assert _hashes(tmp_path / "w") == before  # byte-identical, nothing added or moved
+
+
+def test_the_scripts_flags_are_part_of_the_config(tmp_path):
+    """`script_config`: the same config with another --model is another run (refused, naming
+    `script.model`); the same flags resume."""
+    _finished_sweep_workdir(tmp_path / "w")
+    cfg = get_config("smoke")
+    same = workdir.script_config(cfg, "sweep", model="instruct", vectors="")
+    assert workdir.check_workdir(str(tmp_path / "w"), same).action == "resume"
+    other = workdir.script_config(cfg, "sweep", model="base", vectors="")
+    with pytest.raises(workdir.WorkdirError, match='script.model: "instruct" -> "base"'):
+        workdir.check_workdir(str(tmp_path / "w"), other)
+    probes = workdir.script_config(cfg, "probes", model="instruct", vectors="")
+    with pytest.raises(workdir.WorkdirError, match='script.name: "sweep" -> "probes"'):
+        workdir.check_workdir(str(tmp_path / "w"), probes)
+
+
+def _tiny_checkpoint(path: pathlib.Path) -> pathlib.Path:
+    config = emojax.ModelConfig.from_hf_dict(TINY)
+    emojax.save_pretrained(emojax.init_params(config, jax.random.PRNGKey(0)), config, str(path))
+    (path / "tokenizer_config.json").write_text("{}")  # a placeholder: preflight wants one
+    return path
+
+
+def test_truncated_safetensors_is_named_and_nothing_is_written(tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "ckpt")
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    proc = _run("scripts/extract_vectors.py", "--config=configs/zoo.py:smoke",
+                f"--model={ckpt}", f"--workdir={tmp_path}/w")  # fmt: skip
+    line = _error_line(proc)
+    assert line.startswith(f"error: {weights} is not a readable safetensors file"), line
+    assert "corrupt or truncated" in line
+    assert not (tmp_path / "w").exists()
+
+
+def test_invalid_config_json_is_named_and_overwrite_moves_nothing(tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "ckpt")
+    (ckpt / "config.json").write_text('{"model_type": "llama",')
+    before = _finished_sweep_workdir(tmp_path / "w")  # another script's outputs
+    proc = _run("scripts/probes.py", "--config=configs/zoo.py:smoke", f"--model={ckpt}",
+                f"--workdir={tmp_path}/w", "--overwrite")  # fmt: skip
+    line = _error_line(proc)
+    assert line.startswith(f"error: {ckpt / 'config.json'} is not valid JSON"), line
+    assert _hashes(tmp_path / "w") == before  # checked before the old outputs move aside
+
+
+def test_typo_in_the_second_axis_checkpoint_fails_before_any_work(tmp_path):
+    proc = _run(
+        "scripts/breakpoint.py",
+        "--config=configs/zoo.py:smoke",
+        f"--config.breakpoint.models=('{_tiny_checkpoint(tmp_path / 'a')}', '/ckpt/instrct')",
+        "--config.breakpoint.labels=('base', 'instruct')",
+        f"--workdir={tmp_path}/w",
+    )
+    line = _error_line(proc)
+    assert "'/ckpt/instrct' is neither a local checkpoint directory" in line, line
+    assert line.endswith("(axis checkpoint 2 of 2 ('/ckpt/instrct'), checked before any work)")
+    assert not (tmp_path / "w").exists()
