@@ -273,21 +273,33 @@ def user_error_types() -> tuple[type[BaseException], ...]:
             ModelFetchError, FileNotFoundError)  # fmt: skip
 
 
-_VALIDATE_MODULES = ("emojax.validate",)  # whose ValueError / TypeError / IndexError are checks
+# Where a ValueError / TypeError / IndexError is a check of an argument or a config setting,
+# not a bug: module -> the checking functions (None: every function of the module).
+CHECKS: dict[str, tuple[str, ...] | None] = {
+    "emojax.validate": None,
+    "emojax.sweep": ("_resolve_config",),  # unknown sweep keys, joint_random > num_random, ...
+    "emojax.pipeline": ("axis_checkpoints",),  # unknown axis, labels not matching models
+}
 
 
 def is_user_error(error: BaseException) -> bool:
     """Whether `error` reports bad user input: one of `user_error_types()`, or a `ValueError`,
-    `TypeError` or `IndexError` raised by an `emojax.validate` check (an argument named with
-    its bad value). Anything else is treated as a bug."""
+    `TypeError` or `IndexError` raised directly by a check in `CHECKS` (every `emojax.validate`
+    check names the argument and its bad value). Anything else is treated as a bug."""
     if isinstance(error, user_error_types()):
         return True
-    if isinstance(error, ValueError | TypeError | IndexError):
-        tb = error.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        return tb is not None and tb.tb_frame.f_globals.get("__name__") in _VALIDATE_MODULES
-    return False
+    if not isinstance(error, ValueError | TypeError | IndexError):
+        return False
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    module = tb.tb_frame.f_globals.get("__name__")
+    if module not in CHECKS:
+        return False
+    functions = CHECKS[module]
+    return functions is None or tb.tb_frame.f_code.co_name in functions
 
 
 def error_line(error: BaseException) -> str:

@@ -19,6 +19,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -26,7 +27,7 @@ import pytest
 
 import emojax
 from configs.zoo import get_config
-from emojax import validate, workdir
+from emojax import pipeline, sweep, validate, workdir
 from emojax.breakpoint import DialError
 from emojax.concepts.schema import DatasetError
 from emojax.models import ModelFetchError
@@ -95,6 +96,33 @@ def test_validate_checks_are_user_errors(capsys):
         validate.check_tokens(np.zeros((1, 2), np.float32), 128)
 
     assert _fails_with(float_tokens, capsys).startswith("error: tokens must have an integer")
+
+
+def test_config_checks_of_the_stages_are_user_errors(capsys):
+    def bad_sweep_settings(argv):
+        sweep._resolve_config({"num_random": 3, "joint_random": 4})
+
+    assert _fails_with(bad_sweep_settings, capsys) == ("error: joint_random=4 exceeds num_random=3")
+
+    def bad_axis(argv):
+        cfg = get_config("smoke")
+        cfg.breakpoint.axis = "diagonal"
+        pipeline.axis_checkpoints(cfg)
+
+    assert _fails_with(bad_axis, capsys) == (
+        "error: breakpoint.axis must be 'models' or 'dial', not 'diagonal'"
+    )
+
+
+_NO_SWEEP = types.SimpleNamespace(arrays={}, meta={})
+
+
+def test_a_value_error_elsewhere_in_a_checking_module_is_a_bug(capsys):
+    """Only the listed check functions count: another function of emojax.sweep raising the
+    same ValueError type keeps its traceback."""
+    with pytest.raises(ValueError, match="failure_type must be one of"):
+        workdir.main_errors(lambda argv: sweep.joint_arms(_NO_SWEEP, 0, "nope"))([])
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(
