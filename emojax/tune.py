@@ -132,6 +132,7 @@ def tuning_prompts(
     cues: Sequence[str] = TUNING_CUES,
     framing: str | None = concepts.JAILBREAK,
     benign_framed: bool = True,
+    benign_cues: bool = False,
 ) -> list[concepts.EvalPrompt]:
     """English tuning prompts: harmful ones (to refuse), harmless and borderline (to answer).
 
@@ -142,6 +143,8 @@ def tuning_prompts(
         (None: none).
       benign_framed: also show harmless and borderline requests under `framing`, so that a
         framing alone does not come to mean "refuse".
+      benign_cues: also show harmless and borderline requests under every cue, so that a
+        cue alone does not come to mean "refuse" either.
 
     Returns:
       EvalPrompts (kind 'harmful', 'harmless' or 'borderline'), harmful ones first.
@@ -152,7 +155,7 @@ def tuning_prompts(
         variants = (
             [{"framing": framing}] if framing and (kind == "harmful" or benign_framed) else []
         )
-        variants += [{"cue": c} for c in cues] if kind == "harmful" else []
+        variants += [{"cue": c} for c in cues] if kind == "harmful" or benign_cues else []
         for v in variants:
             out += concepts.load_eval(kind, split, rendering="english", **v)
     return out
