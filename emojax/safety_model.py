@@ -74,6 +74,8 @@ class SafetyRecipe:
       base: the model tuned (a registered name or a checkpoint path).
       spec: the tuning hyperparameters (strength: steps, harmful_fraction, learning_rate).
       max_len: T of the tuning examples (prompt + response tokens).
+      benign_cues: show benign requests under the emotion / caution cues too, as the harmful
+        ones are (else a cue sentence alone predicts "refuse": a shortcut).
       n_answers: benign tuning prompts answered by the base model and used (0 = all).
       answer_tokens: greedy tokens per own answer.
       drop_refused_answers: leave out benign prompts whose own answer is a refusal
@@ -96,7 +98,8 @@ class SafetyRecipe:
         log_every=5,
     )
     max_len: int = 128
-    n_answers: int = 160
+    benign_cues: bool = True
+    n_answers: int = 240
     answer_tokens: int = 48
     drop_refused_answers: bool = True
     eval_tokens: int = 48
@@ -127,7 +130,7 @@ def params_digest(params: Any) -> str:
 
 def training_prompts(recipe: SafetyRecipe = RECIPE) -> list[EvalPrompt]:
     """`tune.tuning_prompts()`: every harmful prompt, `n_answers` benign ones (by spec seed)."""
-    prompts = tune.tuning_prompts()
+    prompts = tune.tuning_prompts(benign_cues=recipe.benign_cues)
     harmful = [p for p in prompts if p.kind == "harmful"]
     benign = [p for p in prompts if p.kind != "harmful"]
     if 0 < recipe.n_answers < len(benign):
@@ -221,6 +224,29 @@ def _cached_json(path: Path, make: Callable[[], Any]) -> tuple[Any, float, bool]
     return value, seconds, False
 
 
+def _cached_answers(
+    path: Path, base: Model, texts: list[str], recipe: SafetyRecipe, log: Callable[[str], None]
+) -> tuple[list[list[int]], float, int]:
+    """Own answers to `texts` from the per-prompt cache at `path`, generating the missing ones.
+
+    Returns (answers, seconds spent generating the cache's answers so far, number generated).
+    """
+    cache = {"value": {}, "seconds": 0.0}
+    if path.is_file():
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    missing = [t for t in dict.fromkeys(texts) if t not in cache["value"]]
+    if missing:
+        log(f"own answers: {len(texts) - len(missing)} cached, {len(missing)} to generate")
+        t0 = time.perf_counter()
+        new = tune.own_answers(base, missing, max_new_tokens=recipe.answer_tokens, log=log)
+        cache["value"].update(zip(missing, new, strict=True))
+        cache["seconds"] += time.perf_counter() - t0
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text(json.dumps(cache), encoding="utf-8")
+        tmp.replace(path)
+    return [cache["value"][t] for t in texts], cache["seconds"], len(missing)
+
+
 def build(
     path: str | Path,
     recipe: SafetyRecipe = RECIPE,
@@ -264,11 +290,9 @@ def build(
         f"model (about 25 min on 2 shared CPU cores); work dir {workdir}"
     )
 
-    answers_file = workdir / f"answers-{_digest([base_key, benign, recipe.answer_tokens])}.json"
-    answers, seconds["answers"], cached["answers"] = _cached_json(
-        answers_file,
-        lambda: tune.own_answers(base, benign, max_new_tokens=recipe.answer_tokens, log=log),
-    )
+    answers_file = workdir / f"answers-{_digest([base_key, recipe.answer_tokens])}.json"
+    answers, seconds["answers"], n_new = _cached_answers(answers_file, base, benign, recipe, log)
+    cached["answers"] = n_new == 0
 
     n_dropped = 0
     if recipe.drop_refused_answers:
@@ -347,10 +371,18 @@ def build(
     return report
 
 
-def is_built(path: str | Path) -> bool:
-    """True when `path` is a published build (weights, config and evaluation present)."""
+def is_built(path: str | Path, recipe: SafetyRecipe | None = None) -> bool:
+    """True when `path` is a published build (weights, config and evaluation present).
+
+    With `recipe`, also that it was built with that recipe (a changed recipe means rebuild).
+    """
     path = Path(path)
-    return all((path / f).is_file() for f in ("config.json", "model.safetensors", EVAL_FILE))
+    if not all((path / f).is_file() for f in ("config.json", "model.safetensors", EVAL_FILE)):
+        return False
+    if recipe is None:
+        return True
+    wanted = json.loads(json.dumps(dataclasses.asdict(recipe)))
+    return read_eval(path).get("recipe") == wanted
 
 
 def ensure_safety_model(
@@ -365,7 +397,8 @@ def ensure_safety_model(
 
     The build (`build`) runs under an exclusive lock on `$EMOJAX_CACHE/models/.<name>.lock`:
     a second process waits and then reuses the result. Stale temporary directories of an
-    interrupted build are removed; its work directory (answers, checkpoints) is reused.
+    interrupted build are removed; its work directory (answers, checkpoints) is reused. A
+    directory built with another recipe (the code's RECIPE changed) is rebuilt.
 
     Args:
       name: the registered name; the directory is `tune.tuned_dir(name)`.
@@ -375,12 +408,14 @@ def ensure_safety_model(
       The directory's path (load it with `emojax.load_model`).
     """
     path = tune.tuned_dir(name)
-    if is_built(path):
+    if is_built(path, recipe):
         return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with models.file_lock(path.parent / f".{name}.lock"):
-        if is_built(path):  # built by another process while we waited
+        if is_built(path, recipe):  # built by another process while we waited
             return str(path)
+        if is_built(path) and log:
+            log(f"{path} was built with another recipe: rebuilding it")
         for stale in path.parent.glob(f".tmp-{name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         build(path, recipe, base_model=base_model, sets=sets, log=log)

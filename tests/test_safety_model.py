@@ -93,6 +93,14 @@ def sets():
     }
 
 
+@pytest.fixture(scope="module")
+def reference(tiny, sets, tmp_path_factory):
+    """The recipe built once from scratch, uninterrupted (the comparison for the others)."""
+    path = tmp_path_factory.mktemp("reference") / "tiny-safety"
+    safety_model.build(path, RECIPE, base_model=tiny, sets=sets, log=None)
+    return path
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
@@ -110,7 +118,7 @@ def _same_weights(a, b) -> bool:
     return wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
-def test_recipe_builds_evaluates_and_is_deterministic(tiny, sets, cache, tmp_path):
+def test_recipe_builds_evaluates_and_is_deterministic(tiny, sets, cache, tmp_path, reference):
     logs = []
     path = safety_model.ensure_safety_model(
         "tiny-safety", recipe=RECIPE, base_model=tiny, sets=sets, log=logs.append
@@ -145,18 +153,16 @@ def test_recipe_builds_evaluates_and_is_deterministic(tiny, sets, cache, tmp_pat
         - emojax.forward(tiny.params, tiny.config, tokens).logits
     )
     assert float(jnp.abs(diff).max()) > 1e-3
-    # Deterministic: a second build from scratch elsewhere writes the same weights.
-    other = tmp_path / "other" / "tiny-safety"
-    again = safety_model.build(other, RECIPE, base_model=tiny, sets=sets, log=None)
-    assert _same_weights(cache / "tiny-safety", other)
-    assert again["tuned_figures"] == report["tuned_figures"]
+    # Deterministic: another build from scratch elsewhere wrote the same weights and figures.
+    assert _same_weights(cache / "tiny-safety", reference)
+    assert safety_model.read_eval(reference)["tuned_figures"] == report["tuned_figures"]
     seeded = dataclasses.replace(RECIPE, spec=dataclasses.replace(RECIPE.spec, seed=1))
     third = tmp_path / "seed1" / "tiny-safety"
     safety_model.build(third, seeded, base_model=tiny, sets=sets, log=None)
-    assert not _same_weights(other, third)
+    assert not _same_weights(reference, third)
 
 
-def test_more_steps_resume_the_same_run(tiny, sets, tmp_path):
+def test_more_steps_resume_the_same_run(tiny, sets, tmp_path, reference):
     """Fewer steps, then more: the longer build resumes and equals an uninterrupted one."""
     work, logs = tmp_path / "work", []
     short = dataclasses.replace(RECIPE, spec=dataclasses.replace(RECIPE.spec, steps=2))
@@ -171,15 +177,7 @@ def test_more_steps_resume_the_same_run(tiny, sets, tmp_path):
         "answers": True,
         "eval_base": True,
     }
-    safety_model.build(
-        tmp_path / "c" / "m",
-        RECIPE,
-        base_model=tiny,
-        sets=sets,
-        workdir=tmp_path / "fresh",
-        log=None,
-    )
-    assert _same_weights(tmp_path / "b" / "m", tmp_path / "c" / "m")
+    assert _same_weights(tmp_path / "b" / "m", reference)  # == built in one go
     assert not _same_weights(tmp_path / "a" / "m", tmp_path / "b" / "m")
     # Fewer steps than the work directory holds: a fresh run, not the longer one's weights.
     logs.clear()
@@ -243,6 +241,13 @@ def test_registered_name_builds_once_and_loads(tiny, sets, cache, monkeypatch):
     assert concepts.format_chat(second.tokenizer, "Hi.") == concepts.format_chat(
         tiny.tokenizer, "Hi."
     )
+    # A changed recipe (the code's RECIPE edited) is rebuilt, not served stale.
+    shorter = dataclasses.replace(RECIPE, spec=dataclasses.replace(RECIPE.spec, steps=2))
+    assert safety_model.is_built(first.path, RECIPE)
+    assert not safety_model.is_built(first.path, shorter)
+    safety_model.ensure_safety_model("tiny-safety", recipe=shorter, base_model=tiny, sets=sets,
+                                     log=None)  # fmt: skip
+    assert builds == [1, 1] and safety_model.is_built(first.path, shorter)
     # The real entry points at this module's builder (not run here: it tunes SmolLM2).
     entry = registry.BUILT[safety_model.NAME]
     module, _, attr = entry.builder.partition(":")
