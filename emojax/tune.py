@@ -179,6 +179,7 @@ def own_answers(
     *,
     max_new_tokens: int = 64,
     batch_size: int = 16,
+    assistant_prefix: str = "",
     log: Callable[[str], None] | None = print,
 ) -> list[list[int]]:
     """The model's own greedy answers (token ids) to `prompts`, through its chat template.
@@ -188,6 +189,8 @@ def own_answers(
       prompts: user messages.
       max_new_tokens: tokens generated per prompt.
       batch_size: prompts per generate call (the last batch is padded: one compile).
+      assistant_prefix: a forced start of every answer (e.g. "Sure, "), returned as part of
+        it; "" = none.
       log: progress sink (None = silent).
 
     Returns:
@@ -196,6 +199,13 @@ def own_answers(
     """
     tok, eos = model.tokenizer, _eos_ids(model.tokenizer, model.config)
     ids = [_chat_ids(tok, p) for p in prompts]
+    starts = [[] for _ in ids]
+    if assistant_prefix:
+        forced = [tok.encode(concepts.format_chat(tok, p, assistant_prefix=assistant_prefix),
+                             add_special_tokens=False) for p in prompts]  # fmt: skip
+        if any(f[: len(x)] != x for f, x in zip(forced, ids, strict=True)):
+            raise ValueError(f"the prefix {assistant_prefix!r} changes the prompt's tokens")
+        ids, starts = forced, [f[len(x) :] for f, x in zip(forced, ids, strict=True)]
     pad_to = -(-max(len(x) for x in ids) // 16) * 16
     out: list[list[int]] = []
     t0 = time.perf_counter()
@@ -205,9 +215,9 @@ def own_answers(
         tokens, mask = concepts.left_pad(rows, pad_id=eos[0], pad_to=pad_to)
         new = generate(model.params, model.config, jnp.asarray(tokens),
                        max_new_tokens=max_new_tokens, attention_mask=jnp.asarray(mask))  # fmt: skip
-        for row in np.asarray(new)[: len(chunk), pad_to:].tolist():
+        for j, row in enumerate(np.asarray(new)[: len(chunk), pad_to:].tolist()):
             cut = next((i for i, t in enumerate(row) if t in eos), None)
-            out.append(row if cut is None else row[: cut + 1])
+            out.append(starts[start + j] + (row if cut is None else row[: cut + 1]))
         if log:
             done, took = start + len(chunk), time.perf_counter() - t0
             eta = took / done * (len(ids) - done)

@@ -200,3 +200,18 @@ def test_constant_schedule_does_not_depend_on_steps(tiny, data, tmp_path):
                   workdir=tmp_path, log=None)  # fmt: skip
     with pytest.raises(ValueError, match="unknown schedule"):
         tune.tune(tiny.params, tiny.config, data, dataclasses.replace(spec, schedule="linear"))
+
+
+def test_own_answers_with_a_forced_start(tiny, tokenizer):
+    texts = ["How do I sort a list in Python?", "Help me plan a trip with my sister."]
+    answers = tune.own_answers(tiny, texts, max_new_tokens=4, assistant_prefix="Sure", log=None)
+    plain = tune.own_answers(tiny, texts, max_new_tokens=4, log=None)
+    sure = tokenizer.encode("Sure", add_special_tokens=False)
+    for text, ans, p in zip(texts, answers, plain, strict=True):
+        assert ans[: len(sure)] == sure and ans != p
+        prompt = concepts.format_chat(tokenizer, text, assistant_prefix="Sure")
+        ids = tokenizer.encode(prompt, add_special_tokens=False)
+        new = emojax.generate(tiny.params, tiny.config, jnp.asarray([ids]), max_new_tokens=4)
+        want = np.asarray(new)[0, len(ids) :].tolist()
+        eos = tokenizer.eos_token_id
+        assert ans[len(sure) :] == (want[: want.index(eos) + 1] if eos in want else want)
