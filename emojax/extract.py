@@ -165,6 +165,7 @@ def load_contrast_sets(
     positions: dict[str, str] | None = None,
     paths: dict[str, str] | None = None,
     data_dir: str | None = None,
+    rendering: str = "zoo",
 ) -> list[ContrastSet]:
     """Contrast sets of `emojax.concepts` (or the user's JSONL files), chat-formatted.
 
@@ -178,13 +179,17 @@ def load_contrast_sets(
       paths: optional `{concept: jsonl/csv path}` overrides.
       data_dir: a directory of user files (`emojax.concepts.find_data_file`: a concept's
         file there replaces the shipped set, a missing one falls back to it).
+      rendering: 'zoo' (the shipped text) or 'english' (natural English for real tokenizers;
+        same ids and templates, `emojax.concepts.english`).
     """
     from emojax import concepts as cdata
 
     positions = {**DEFAULT_POSITIONS, **(positions or {})}
     out = []
     for name in concepts or cdata.CONCEPTS:
-        pairs = cdata.load_contrast(name, split, (paths or {}).get(name), data_dir=data_dir)
+        pairs = cdata.load_contrast(
+            name, split, (paths or {}).get(name), data_dir=data_dir, rendering=rendering
+        )
         pairs = pairs[:limit]
         enc = lambda t: encode_prompt(tokenizer, t, template_source)
         out.append(
@@ -209,11 +214,16 @@ def load_neutral(
     limit: int | None = None,
     template_source=None,
     data_dir: str | None = None,
+    rendering: str = "zoo",
 ) -> list[Prompt]:
     """Neutral eval texts through the chat template (norm units and neutral PCs)."""
     from emojax import concepts as cdata
 
-    texts = [p.text for p in cdata.load_eval("neutral", split, limit=limit, data_dir=data_dir)]
+    texts = [
+        p.text
+        for p in cdata.load_eval("neutral", split, limit=limit, data_dir=data_dir,
+                                 rendering=rendering)
+    ]  # fmt: skip
     return [encode_prompt(tokenizer, t, template_source) for t in texts]
 
 
@@ -857,6 +867,7 @@ def config_kwargs(cfg) -> dict[str, Any]:
         positions=dict(e.positions),
         template_source=e.template_source or None,
         data_dir=d.dir or None,
+        rendering=d.get("rendering", "zoo"),
         batch_size=e.batch_size,
         buckets=tuple(e.buckets),
         max_items=e.max_items or None,
@@ -881,6 +892,7 @@ def extract_model(
     template_source=None,
     data_paths: dict[str, str] | None = None,
     data_dir: str | None = None,
+    rendering: str = "zoo",
     batch_size: int = 32,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
     max_items: int | None = None,
@@ -905,6 +917,8 @@ def extract_model(
       data_dir: a directory of user files (the config's `data.dir`): its contrast files and
         its eval_neutral / eval_harmful / eval_harmless files replace the shipped ones, a
         missing file falls back to the shipped one (`emojax.concepts.find_data_file`).
+      rendering: how the contrast, neutral and refusal-scoring texts are written: 'zoo' or
+        'english' (natural English for real tokenizers; the config's `data.rendering`).
       batch_size, buckets, max_items: see `capture`.
       l2: probe L2 strength.
       variance_fraction: neutral variance removed by the "denoised" method.
@@ -924,6 +938,7 @@ def extract_model(
         positions=positions,
         paths=data_paths,
         data_dir=data_dir,
+        rendering=rendering,
     )
     neutral = load_neutral(
         tokenizer,
@@ -931,6 +946,7 @@ def extract_model(
         limit=neutral_prompts,
         template_source=template_source,
         data_dir=data_dir,
+        rendering=rendering,
     )
     pad_id = config.pad_token_id if config.pad_token_id is not None else 0
     captured, stats = capture(
@@ -958,7 +974,9 @@ def extract_model(
             tokenizer,
             [
                 p.text
-                for p in cdata.load_eval(kind, split, limit=refusal_prompts, data_dir=data_dir)
+                for p in cdata.load_eval(
+                    kind, split, limit=refusal_prompts, data_dir=data_dir, rendering=rendering
+                )
             ],
             template_source,
         )
@@ -980,6 +998,7 @@ def extract_model(
         "positions": dict(zip(names, captured.positions, strict=True)),
         "pairs": {cs.concept: len(cs.positive) for cs in sets},
         "split": split,
+        "rendering": rendering,
         "num_layers": config.num_layers,
         "sites": "resid[0..num_layers]",
         "d_model": config.d_model,
