@@ -86,6 +86,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.eval_split = "test"
     c.data.max_pairs = 16 if smoke else 0  # per concept; 0 = all
     c.data.max_prompts = 8 if smoke else 0  # per eval kind; 0 = all
+    # How prompts are written: "zoo" (the word tokenizer's rendering) or "english" (real
+    # tokenizers). Harmful evaluation requests: "project" (the shipped ones) or "harmbench".
+    c.data.rendering = "zoo"
+    c.data.harmful_eval = "project"
+
+    # --- readouts ---
+    c.readouts = ml_collections.ConfigDict()
+    # Refusal classifier of every response (emojax.readouts.response_classifier): "english"
+    # (classify_response: what the pipeline has always used, zoo included) or "zoo".
+    c.readouts.classifier = "english"
 
     # --- extract ---
     c.extract = ml_collections.ConfigDict()

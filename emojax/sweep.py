@@ -799,6 +799,7 @@ def run_sweep(
     *,
     refusal_ids: Sequence[int] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    classify: Callable[[str], bool] | None = None,
 ) -> SweepResults:
     """Runs a steering sweep and its metrics on one model.
 
@@ -812,6 +813,8 @@ def run_sweep(
       refusal_ids: refusal-start token ids; default from the tokenizer
         (`readouts.refusal_token_ids`).
       progress: called after each chunk with (conditions done, total, seconds elapsed).
+      classify: the refusal classifier of the responses (`readouts.response_classifier`);
+        None = `readouts.classify_response`.
 
     Returns:
       `SweepResults` with per-prompt readouts, metadata and `summary` metrics.
@@ -950,6 +953,7 @@ def run_sweep(
         base_score,
         base_proj,
         base_nll,
+        classify or ro.classify_response,
     )
     timing["readouts_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
@@ -1054,7 +1058,9 @@ def _assemble_flat(chunk_out, total, n, m, w, j) -> dict[str, np.ndarray]:
     return flat
 
 
-def _text_readouts(tokenizer, ids: np.ndarray, eos, harmful: np.ndarray) -> dict[str, np.ndarray]:
+def _text_readouts(
+    tokenizer, ids: np.ndarray, eos, harmful: np.ndarray, classify=ro.classify_response
+) -> dict[str, np.ndarray]:
     """Behaviour and style readouts of generated ids [R, N, W] -> each [R, N] float.
 
     Steered responses repeat a lot (greedy decoding, small models), so each distinct
@@ -1069,7 +1075,7 @@ def _text_readouts(tokenizer, ids: np.ndarray, eos, harmful: np.ndarray) -> dict
     inverse = inverse.reshape(-1)
     rows = [[int(x) for x in row if x >= 0] for row in uniq]
     texts = list(tokenizer.batch_decode(rows, skip_special_tokens=True))
-    refused = np.array([ro.classify_response(t) for t in texts], bool)[inverse].reshape(r, n)
+    refused = np.array([classify(t) for t in texts], bool)[inverse].reshape(r, n)
     harm = np.broadcast_to(np.asarray(harmful, bool), (r, n))
     out = {
         "refused": refused.astype(np.float32),
@@ -1095,12 +1101,14 @@ def _to_grids(
     base_score,
     base_proj,
     base_nll,
+    classify=ro.classify_response,
 ) -> SweepResults:
     n = prompts.num_prompts
     gen = cond.generate
     text = {k: np.full((len(gen), n), np.nan, np.float32) for k in BEHAVIOUR_KEYS + STYLE_KEYS}
     if gen.any():
-        for k, v in _text_readouts(tok, flat["tokens"][gen], eos, prompts.harmful).items():
+        texts = _text_readouts(tok, flat["tokens"][gen], eos, prompts.harmful, classify)
+        for k, v in texts.items():
             text[k][gen] = v
     per_cond = {**flat, **text}
     a, i, k = len(layers), len(vecs.names), len(cfg["coefs"])
