@@ -151,15 +151,38 @@ def load_point_model(path: str, cfg) -> Model:
     return Model(config=config, params=params, tokenizer=load_tokenizer(path), path=path)
 
 
+def dial_prefix(cfg) -> tuple[list[str], list[str]]:
+    """(labels, checkpoint names) of the models put before a dial's points.
+
+    `breakpoint.dial_prefix` (names; absent or empty: none) with `breakpoint.dial_prefix_labels`
+    (default: the names): e.g. a base model that precedes the instruct -> tuned dial.
+
+    Raises:
+      ValueError: a label count other than the model count.
+    """
+    b = cfg.breakpoint
+    names = list(b.get("dial_prefix", ()) or ())
+    labels = list(b.get("dial_prefix_labels", ()) or names)
+    if len(labels) != len(names):
+        raise ValueError(
+            f"{len(labels)} breakpoint.dial_prefix_labels for {len(names)} breakpoint.dial_prefix"
+        )
+    return labels, names
+
+
 def axis_checkpoints(cfg) -> tuple[list[str], list[str]]:
-    """(axis labels, checkpoint names) of the `breakpoint` section; a dial's two ends.
+    """(axis labels, checkpoint names) of the `breakpoint` section.
+
+    For a dial: the labels of the prefix models (`dial_prefix`) then one per α, and the
+    checkpoints of the prefix then the dial's two ends (base, tuned: always the last two).
 
     Raises:
       ValueError: an unknown axis, or a label count other than the model count.
     """
     b = cfg.breakpoint
     if b.axis == "dial":
-        return [f"α={a:g}" for a in b.alphas], [b.dial_base, b.dial_tuned]
+        labels, names = dial_prefix(cfg)
+        return labels + [f"α={a:g}" for a in b.alphas], names + [b.dial_base, b.dial_tuned]
     if b.axis != "models":
         raise ValueError(f"breakpoint.axis must be 'models' or 'dial', not {b.axis!r}")
     labels = list(b.labels) if b.get("labels") else list(b.models)
@@ -211,7 +234,7 @@ def preflight(cfg) -> dict[str, str]:
                        "any work")  # fmt: skip
             raise
     if cfg.breakpoint.axis == "dial":
-        bp.check_dial_compatible(configs[names[0]], configs[names[1]])
+        bp.check_dial_compatible(configs[names[-2]], configs[names[-1]])
     logging.info("checked %d checkpoints (config.json and weight headers)", len(names))
     return paths
 
@@ -227,11 +250,13 @@ def axis_points(cfg, paths: dict[str, str] | None = None) -> Iterator[AxisPoint]
     labels, names = axis_checkpoints(cfg)
     if paths is None:
         paths = resolve_paths(cfg, names)
+    models = list(b.models) if b.axis == "models" else dial_prefix(cfg)[1]
+    for label, name in zip(labels, models, strict=False):  # a dial's labels go on past these
+        path = paths[name]
+        model = load_point_model(path, cfg)
+        yield AxisPoint(label, os.path.abspath(path), model, results.model_hash(path))
+        del model
     if b.axis == "models":
-        for label, name in zip(labels, b.models, strict=True):
-            path = paths[name]
-            model = load_point_model(path, cfg)
-            yield AxisPoint(label, os.path.abspath(path), model, results.model_hash(path))
         return
     base = load_point_model(paths[b.dial_base], cfg)
     tuned = load_point_model(paths[b.dial_tuned], cfg)
@@ -304,28 +329,99 @@ class EvalSet:
         )
 
 
+# Where harmful evaluation requests come from (`data.harmful_eval`): the project's own
+# held-out requests, or the HarmBench standard behaviours (evaluation only, `emojax.redteam`).
+HARMFUL_EVAL_SOURCES = ("project", "harmbench")
+# Seed of the order in which HarmBench behaviours join the evaluation set (a fixed shuffle, so
+# the first N of them, and the sweep's first requests, spread over HarmBench's categories).
+HARMBENCH_ORDER_SEED = 0
+
+
+def harmbench_eval(
+    cue: str | None = None, framing: str | None = None, limit: int | None = None
+) -> list[concepts.EvalPrompt]:
+    """HarmBench behaviours as held-out evaluation prompts, in a fixed shuffled order.
+
+    The file lists behaviours roughly by category, so the first `limit` behaviours of a
+    seeded permutation (`HARMBENCH_ORDER_SEED`) are used instead of the first lines. The j-th
+    behaviour chosen gets the j-th test-split (held-out) English cue and framing templates, as
+    `redteam.load_harmbench` gives the i-th line, so every framing family and cue template is
+    used in turn. Records are those of `redteam.load_harmbench` (id and request
+    'harmbench-NNN' by file line, kind 'harmful', split 'test').
+
+    Args:
+      cue: a cue of the grammar ('concern', ...) or None / 'none'.
+      framing: a framing family, 'jailbreak' (every family in turn) or None / 'none'.
+      limit: behaviours kept (0 / None = all 200).
+    """
+    from emojax import redteam
+    from emojax.concepts import english, grammar
+
+    records = redteam.load_harmbench()
+    order = np.random.default_rng(HARMBENCH_ORDER_SEED).permutation(len(records))
+    order = order[:limit] if limit else order
+    out = []
+    for j, i in enumerate(order):
+        p, text, ids = records[i], records[i].text, []
+        for family in (framing, cue):  # the framing inside the cue, as in concepts.load_eval
+            if family in (None, "", "none"):
+                continue
+            t = grammar.pick_template(family, j, "test")
+            text, ids = english.apply(english.render_template(t), text), [t.id] + ids
+        out.append(dataclasses.replace(p, text=text, template="+".join(ids)))
+    return out
+
+
+def _requests_per_kind(cfg, kind: str) -> int | None:
+    """Evaluation requests of one kind: `probes.requests_per_kind[kind]` when the config has
+    it, else `probes.prompts_per_kind` (every kind); None = all."""
+    per_kind = cfg.probes.get("requests_per_kind")
+    if per_kind is not None and kind in per_kind:
+        return int(per_kind[kind]) or None
+    return cfg.probes.prompts_per_kind or None
+
+
 def evaluation_set(cfg, *, split: str | None = None, num_neutral: int | None = None) -> EvalSet:
     """Every evaluation request of `cfg.probes.kinds` under every cue of `cfg.data.cues`.
 
     Harmful requests are shown plain and inside each jailbreak-style framing of
     `cfg.data.framings` (held-out templates; 'jailbreak' cycles through every family), under
     every cue, so the failures that framings keep alive can still be cue-dependent.
-    `cfg.probes.prompts_per_kind` limits the requests per kind (0 = the whole split).
+    `cfg.probes.prompts_per_kind` limits the requests per kind (0 = the whole split), or
+    `cfg.probes.requests_per_kind` kind by kind where a config has it.
+
+    `cfg.data.rendering` ('zoo' default, or 'english' for real tokenizers) is how every prompt
+    is written; `cfg.data.harmful_eval` ('project' default, or 'harmbench': the HarmBench
+    behaviours, `harmbench_eval`) is where the harmful requests come from.
     """
     split = split or cfg.probes.split
     d = cfg.data
+    rendering = d.get("rendering", "zoo")
+    source = d.get("harmful_eval", "project")
+    if source not in HARMFUL_EVAL_SOURCES:
+        raise ValueError(f"data.harmful_eval must be one of {HARMFUL_EVAL_SOURCES}, not {source!r}")
+    if source == "harmbench" and rendering != "english":
+        raise ValueError(
+            "data.harmful_eval='harmbench' is English text: set data.rendering='english'"
+        )
     items = []
-    per_kind = cfg.probes.prompts_per_kind or None
     for kind in cfg.probes.kinds:
         framings = (None,) + (tuple(d.get("framings", ())) if kind == "harmful" else ())
+        limit = _requests_per_kind(cfg, kind)
         for cue in d.cues:
             for framing in framings:
-                items += concepts.load_eval(kind, split, cue=cue, framing=framing,
-                                            limit=per_kind, data_dir=d.dir or None)  # fmt: skip
+                if kind == "harmful" and source == "harmbench":
+                    items += harmbench_eval(cue, framing, limit)
+                    continue
+                items += concepts.load_eval(
+                    kind, split, cue=cue, framing=framing, limit=limit, data_dir=d.dir or None,
+                    rendering=rendering,
+                )  # fmt: skip
     request, num = concepts.request_index(items)
     neutral = concepts.load_eval(
-        "neutral", split, limit=num_neutral or cfg.sweep.neutral_prompts, data_dir=d.dir or None
-    )
+        "neutral", split, limit=num_neutral or cfg.sweep.neutral_prompts, data_dir=d.dir or None,
+        rendering=rendering,
+    )  # fmt: skip
     return EvalSet(tuple(items), np.asarray(request), int(num), tuple(q.text for q in neutral))
 
 
@@ -338,7 +434,16 @@ def data_files(cfg) -> dict[str, dict]:
     """
     d = cfg.data
     refusal = ("harmful", "harmless") if "refusal" in (*d.emotions, *d.controls) else ()
-    return concepts.data_files(d, kinds=(*cfg.probes.kinds, *refusal, "neutral"))
+    files = concepts.data_files(d, kinds=(*cfg.probes.kinds, *refusal, "neutral"))
+    if d.get("harmful_eval", "project") == "harmbench" and "harmful" in cfg.probes.kinds:
+        from emojax import redteam
+
+        path = redteam.ensure_harmbench(verify=True)  # fetched once, sha256-checked
+        files["harmbench"] = {
+            "path": os.path.abspath(path), "sha256": redteam.HARMBENCH.sha256, "shipped": False,
+            "records": len(redteam.harmbench_prompts()),
+        }  # fmt: skip
+    return files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,37 +508,72 @@ def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([x, pad]) if len(pad) else x
 
 
+def classifier(cfg) -> Callable[[str], bool]:
+    """The refusal classifier of a run: `readouts.classifier` ('english' when absent)."""
+    return ro.response_classifier(cfg.get("readouts", {}).get("classifier", "english"))
+
+
+def _length_blocks(mask: np.ndarray, bs: int, multiple: int) -> list[tuple[np.ndarray, int]]:
+    """Blocks of `bs` prompt indices by real length, each with its trimmed padded length.
+
+    Prompts are sorted by real length (stable) and cut into blocks of `bs`; a block's left
+    padding is trimmed to its longest prompt, rounded up to `multiple` (few compiles).
+    Trimming columns that are padding in every row leaves each row's positions and
+    attention unchanged (positions count real tokens).
+    """
+    n, t = mask.shape
+    length = mask.sum(axis=1).astype(np.int64)
+    order = np.argsort(length, kind="stable")
+    out = []
+    for start in range(0, n, bs):
+        idx = order[start : start + bs]
+        width = min(t, -(-int(length[idx].max()) // multiple) * multiple)
+        out.append((idx, width))
+    return out
+
+
 @stage("behaviour")
 def unsteered_behaviour(model: Model, prompts, cfg) -> dict[str, Any]:
     """The unsteered model's own behaviour and last-token features on `prompts`.
 
+    With `probes.length_multiple` > 0 (real models, long and varied prompts) prompts are
+    batched by length and each batch's left padding trimmed to a multiple of it; by default
+    (0) every batch keeps the full padded length.
+
     Returns:
       acts [N, L+1, D], policy_logit [N] (refusal score), texts, and the behaviour labels of
-      `emojax.readouts.behaviour_labels` (refused, harmful_compliance, over_refusal: the two
-      failure types stay separate).
+      `emojax.readouts.behaviour_labels` with the run's classifier (`classifier(cfg)`):
+      refused, harmful_compliance, over_refusal (the two failure types stay separate).
     """
     mcfg, tok, p = model.config, model.tokenizer, cfg.probes
     refusal = ro.refusal_mask(np.asarray(ro.refusal_token_ids(tok)), mcfg.vocab_size)
     eos = tuple(mcfg.eos_token_id) or (tok.eos_token_id,)
     n, t = prompts.tokens.shape
-    bs = min(p.batch_size, n)  # one block size (last block padded): one compile
-    acts, logit, texts = [], [], []
-    for start in range(0, n, bs):
-        k = min(bs, n - start)
-        tokens = jnp.asarray(_pad_rows(prompts.tokens[start : start + k], bs))
-        mask = jnp.asarray(_pad_rows(prompts.mask[start : start + k], bs))
+    bs = min(p.batch_size, n)  # one block size (last block padded): one compile per width
+    multiple = int(p.get("length_multiple", 0) or 0)
+    if multiple:
+        blocks = _length_blocks(prompts.mask, bs, multiple)
+    else:
+        blocks = [(np.arange(s, min(s + bs, n)), t) for s in range(0, n, bs)]
+    acts = np.zeros((n, mcfg.num_layers + 1, mcfg.d_model), np.float32)
+    logit, texts = np.zeros(n, np.float32), [""] * n
+    for idx, width in blocks:
+        k = len(idx)
+        tokens = jnp.asarray(_pad_rows(prompts.tokens[idx, t - width :], bs))
+        mask = jnp.asarray(_pad_rows(prompts.mask[idx, t - width :], bs))
         mask = mask.at[k:, -1].set(1)  # padded rows: one real token keeps them finite
         a, s = _last_token_pass(model.params, mcfg, tokens, mask, refusal)
         ids = generate(
             model.params, mcfg, tokens, max_new_tokens=p.max_new_tokens, attention_mask=mask
         )
-        acts.append(np.asarray(a)[:k])
-        logit.append(np.asarray(s)[:k])
-        texts += ro.decode_responses(tok, np.asarray(ids)[:k, t:], eos)
-    labels = ro.behaviour_labels(texts, prompts.harmful)
-    require_finite(np.concatenate(acts), f"last-token activations of {model.path or 'model'}")
-    return {"acts": np.concatenate(acts), "policy_logit": np.concatenate(logit), "texts": texts,
-            **labels}  # fmt: skip
+        acts[idx] = np.asarray(a)[:k]
+        logit[idx] = np.asarray(s)[:k]
+        for i, text in zip(idx, ro.decode_responses(tok, np.asarray(ids)[:k, width:], eos),
+                           strict=True):  # fmt: skip
+            texts[i] = text
+    labels = ro.behaviour_labels(texts, prompts.harmful, classifier(cfg))
+    require_finite(acts, f"last-token activations of {model.path or 'model'}")
+    return {"acts": acts, "policy_logit": logit, "texts": texts, **labels}
 
 
 def headline_site(spec: float | int, num_sites: int) -> int:
@@ -553,7 +693,9 @@ def monitoring_value(
 
 @stage("sweep")
 def run_steering(point: AxisPoint, vs: vectors.VectorSet, prompts, cfg, out: str) -> dict:
-    res = sweep.run_sweep(point.model, vs, prompts, cfg.sweep, os.path.join(out, "sweep"))
+    res = sweep.run_sweep(
+        point.model, vs, prompts, cfg.sweep, os.path.join(out, "sweep"), classify=classifier(cfg)
+    )
     return {"results": res}
 
 
@@ -849,7 +991,7 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
                      state.fingerprint)  # fmt: skip
     sharding.sync("workdir claimed")
     b = cfg.breakpoint
-    num_points = len(b.alphas) if b.axis == "dial" else len(b.models)
+    num_points = len(axis_checkpoints(cfg)[0])
     progress = Progress(num_points, "axis points")
     rng = jax.random.key(cfg.seed)
     evalset = evaluation_set(cfg)
