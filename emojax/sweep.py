@@ -283,10 +283,14 @@ class SweepPrompts:
         split: str | None = "test",
         template_source: Any = None,
         kinds: Sequence[str] = ("harmful", "harmless", "borderline"),
+        data_dir: str | None = None,
+        rendering: str = "zoo",
     ) -> SweepPrompts:
-        """Evaluation prompts from the shipped datasets (`emojax.concepts`).
+        """Evaluation prompts from the datasets (`emojax.concepts`).
 
         `num_per_kind` is a count for every kind or `{kind: count}` (kinds with a count).
+        `data_dir` holds the user's eval_<kind> files (others fall back to the shipped ones);
+        `rendering` is 'zoo' or 'english'.
         """
         from emojax import concepts
 
@@ -295,8 +299,12 @@ class SweepPrompts:
         items = []
         for kind in kinds:
             limit = num_per_kind[kind] if isinstance(num_per_kind, dict) else num_per_kind
-            items += concepts.load_eval(kind, split, limit=limit)
-        neutral = concepts.load_eval("neutral", split, limit=num_neutral)
+            items += concepts.load_eval(
+                kind, split, limit=limit, data_dir=data_dir, rendering=rendering
+            )
+        neutral = concepts.load_eval(
+            "neutral", split, limit=num_neutral, data_dir=data_dir, rendering=rendering
+        )
         return cls.from_texts(
             tokenizer,
             [p.text for p in items],
@@ -1396,8 +1404,6 @@ def delta_steer_from_sweep(
         )  # fmt: skip
         out["null"] = null
     return out
-
-
 
 
 def _delta_summary(d: dict[str, Any]) -> dict[str, Any]:

@@ -77,7 +77,14 @@ def eval_prompts(tokenizer, cfg):
         q
         for kind in p.kinds
         for cue in p.cues
-        for q in concepts.load_eval(kind, p.split, cue=cue, limit=p.prompts_per_kind or None)
+        for q in concepts.load_eval(
+            kind,
+            p.split,
+            cue=cue,
+            limit=p.prompts_per_kind or None,
+            data_dir=cfg.data.dir or None,
+            rendering=cfg.data.get("rendering", "zoo"),
+        )
     ]
     return SweepPrompts.from_texts(
         tokenizer,

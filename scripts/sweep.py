@@ -74,6 +74,8 @@ def prompts_for(model, cfg) -> sweep.SweepPrompts:
         num_per_kind=dict(s.prompts_per_kind),
         num_neutral=s.neutral_prompts,
         split=cfg.data.eval_split,
+        data_dir=cfg.data.dir or None,
+        rendering=cfg.data.get("rendering", "zoo"),
     )
 
 

@@ -10,6 +10,7 @@ extraction and the evaluation set, and that `pipeline.data_files` hashes what wa
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import types
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from configs.zoo import get_config
-from emojax import concepts, extract, pipeline, report
+from emojax import concepts, extract, pipeline, report, sweep
 from emojax.concepts import DatasetError
 
 
@@ -279,3 +280,36 @@ def test_a_concept_only_in_data_dir_is_read_from_it(tmp_path):
     assert all(p.concept == "joy" for p in pairs)
     with pytest.raises(ValueError, match="unknown concept 'joy'"):
         concepts.load_contrast("joy")  # not shipped, and no data_dir
+
+
+def test_the_sweep_and_probes_scripts_read_eval_files_from_data_dir(tmp_path, monkeypatch):
+    """scripts/sweep.py (SweepPrompts.from_concepts) and scripts/probes.py use data.dir too."""
+    data_dir = _user_dir(tmp_path)
+    cfg = _config(data_dir)
+    seen = {}
+
+    def from_texts(tokenizer, texts, harmful, kinds, neutral, **kw):
+        seen["texts"], seen["neutral"], seen["kinds"] = list(texts), list(neutral), list(kinds)
+
+    monkeypatch.setattr(sweep.SweepPrompts, "from_texts", staticmethod(from_texts))
+    sweep.SweepPrompts.from_concepts(
+        None, num_per_kind={"harmful": 0, "harmless": 2}, num_neutral=3, split="test",
+        data_dir=cfg.data.dir,
+    )  # fmt: skip
+    assert seen["texts"][:5] == [f"how do I break thing {i} ?" for i in range(5)]
+    assert seen["neutral"] == ["the sky is colour 2 .", "the sky is colour 3 .",
+                               "the sky is colour 4 ."]  # fmt: skip
+    shipped = [q.text for q in concepts.load_eval("harmless", "test", limit=2)]
+    assert seen["texts"][5:] == shipped  # no eval_harmless file: the shipped one
+    # Without data_dir (the null case) the shipped harmful prompts are used.
+    sweep.SweepPrompts.from_concepts(None, num_per_kind={"harmful": 2}, num_neutral=1)
+    assert seen["texts"] == [q.text for q in concepts.load_eval("harmful", "test", limit=2)]
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probes.py"
+    spec = importlib.util.spec_from_file_location("_probes_script", path)
+    probes_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probes_script)
+    cfg.probes.kinds = ("harmful",)
+    cfg.probes.cues = ("none",)
+    probes_script.eval_prompts(None, cfg)
+    assert seen["texts"] == [f"how do I break thing {i} ?" for i in range(5)]
