@@ -81,6 +81,8 @@ class SafetyRecipe:
       drop_refused_answers: leave out benign prompts whose own answer is a refusal
         (`readouts.classify_response`): the instruct model declines some harmless requests,
         and tuning on those would teach over-refusal.
+      prefill: first answer such prompts again from this forced start (the model's own
+        continuation of it, e.g. "Sure"); only those still refused are left out.
       eval_tokens: greedy tokens per evaluation response.
       harmbench_stride: every k-th HarmBench behaviour is evaluated (plain and framed).
       benign_stride: every k-th test-split harmless / borderline request is evaluated.
@@ -88,20 +90,21 @@ class SafetyRecipe:
 
     base: str = "smollm2-135m-instruct"
     spec: tune.TuneSpec = tune.TuneSpec(
-        steps=80,
+        steps=100,
         batch_size=8,
         harmful_fraction=0.5,
-        learning_rate=5e-5,
+        learning_rate=1e-4,
         warmup_steps=10,
         schedule="constant",
         checkpoint_every=20,
         log_every=5,
     )
-    max_len: int = 128
+    max_len: int = 112
     benign_cues: bool = True
     n_answers: int = 240
     answer_tokens: int = 48
     drop_refused_answers: bool = True
+    prefill: str = "Sure"
     eval_tokens: int = 48
     harmbench_stride: int = 2
     benign_stride: int = 3
@@ -224,8 +227,17 @@ def _cached_json(path: Path, make: Callable[[], Any]) -> tuple[Any, float, bool]
     return value, seconds, False
 
 
+def _is_refusal(model: Model, answer: Sequence[int]) -> bool:
+    return readouts.classify_response(model.tokenizer.decode(answer, skip_special_tokens=True))
+
+
 def _cached_answers(
-    path: Path, base: Model, texts: list[str], recipe: SafetyRecipe, log: Callable[[str], None]
+    path: Path,
+    base: Model,
+    texts: list[str],
+    recipe: SafetyRecipe,
+    log: Callable[[str], None],
+    prefix: str = "",
 ) -> tuple[list[list[int]], float, int]:
     """Own answers to `texts` from the per-prompt cache at `path`, generating the missing ones.
 
@@ -238,7 +250,8 @@ def _cached_answers(
     if missing:
         log(f"own answers: {len(texts) - len(missing)} cached, {len(missing)} to generate")
         t0 = time.perf_counter()
-        new = tune.own_answers(base, missing, max_new_tokens=recipe.answer_tokens, log=log)
+        new = tune.own_answers(base, missing, max_new_tokens=recipe.answer_tokens,
+                               assistant_prefix=prefix, log=log)  # fmt: skip
         cache["value"].update(zip(missing, new, strict=True))
         cache["seconds"] += time.perf_counter() - t0
         tmp = path.with_name(f".tmp-{path.name}")
@@ -294,16 +307,26 @@ def build(
     answers, seconds["answers"], n_new = _cached_answers(answers_file, base, benign, recipe, log)
     cached["answers"] = n_new == 0
 
-    n_dropped = 0
+    n_dropped, n_prefilled = 0, 0
     if recipe.drop_refused_answers:
-        texts = base.tokenizer.batch_decode(answers, skip_special_tokens=True)
-        keep = [not readouts.classify_response(t) for t in texts]
+        keep = [not _is_refusal(base, a) for a in answers]
+        refused = [i for i, k in enumerate(keep) if not k]
+        if recipe.prefill and refused:  # answer again from a forced helpful start
+            key = _digest([base_key, recipe.answer_tokens, recipe.prefill])
+            again, secs, _ = _cached_answers(workdir / f"answers-{key}.json", base,
+                                             [benign[i] for i in refused], recipe, log,
+                                             prefix=recipe.prefill)  # fmt: skip
+            seconds["answers"] += secs
+            for i, a in zip(refused, again, strict=True):
+                answers[i], keep[i] = a, not _is_refusal(base, a)
+            n_prefilled = sum(keep[i] for i in refused)
         n_dropped = keep.count(False)
+        log(f"{len(refused)} of {len(keep)} own answers are refusals: {n_prefilled} answered "
+            f"from {recipe.prefill!r}, {n_dropped} left out")  # fmt: skip
         benign_prompts = [p for p in prompts if p.kind != "harmful"]
         prompts = [p for p in prompts if p.kind == "harmful"]
         prompts += [p for p, k in zip(benign_prompts, keep, strict=True) if k]
         answers = [a for a, k in zip(answers, keep, strict=True) if k]
-        log(f"{n_dropped} of {len(keep)} own answers are refusals: left out")
 
     t0 = time.perf_counter()
     data = tune.build_examples(
@@ -347,6 +370,7 @@ def build(
             "harmful": int(data.harmful.sum()),
             "benign": int((~data.harmful).sum()),
             "benign_dropped": n_dropped,
+            "benign_prefilled": n_prefilled,
             "tokens_per_example": recipe.max_len,
         },
         "targets": [{"set": s, "count": c, "min_rate": r} for s, c, r in TARGETS],

@@ -296,3 +296,26 @@ def test_wilson_interval_and_table_mark_unmet_targets():
     assert "95.0 %" in table[2] and "✗" not in table[2]
     assert "80.0 %" in table[4] and table[4].endswith("✗ |")
     assert "—" in table[3]
+
+
+def test_refused_own_answers_are_answered_again_from_the_prefill(tiny, sets, tmp_path, monkeypatch):
+    """Own answers read as refusals are regenerated from 'Sure'; still refused: left out."""
+    sure = tiny.tokenizer.encode("Sure", add_special_tokens=False)
+    firsts = []
+
+    def is_refusal(model, answer):  # every plain answer "refuses"; half of the prefilled ones too
+        if list(answer[: len(sure)]) != sure:
+            return True
+        firsts.append(answer)
+        return len(firsts) % 2 == 0
+
+    monkeypatch.setattr(safety_model, "_is_refusal", is_refusal)
+    work = tmp_path / "work"  # shared: the second build reuses answers and the base's eval
+    report = safety_model.build(tmp_path / "m", RECIPE, base_model=tiny, sets=sets,
+                                workdir=work, log=None)  # fmt: skip
+    assert report["data"]["benign_prefilled"] == 3 and report["data"]["benign_dropped"] == 3
+    assert report["data"]["benign"] == 3 and len(firsts) == 6
+    no_prefill = dataclasses.replace(RECIPE, prefill="")
+    report = safety_model.build(tmp_path / "n", no_prefill, base_model=tiny, sets=sets,
+                                workdir=work, log=None)  # fmt: skip
+    assert report["data"]["benign_prefilled"] == 0 and report["data"]["benign_dropped"] == 6
