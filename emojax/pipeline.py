@@ -259,7 +259,8 @@ def axis_points(cfg, paths: dict[str, str] | None = None) -> Iterator[AxisPoint]
     if b.axis == "models":
         return
     base = load_point_model(paths[b.dial_base], cfg)
-    tuned = load_point_model(paths[b.dial_tuned], cfg)
+    same = os.path.realpath(paths[b.dial_base]) == os.path.realpath(paths[b.dial_tuned])
+    tuned = base if same else load_point_model(paths[b.dial_tuned], cfg)  # loaded once
     bp.check_dial_compatible(base.config, tuned.config, base.tokenizer, tuned.tokenizer)
     hashes = (results.model_hash(paths[b.dial_base]), results.model_hash(paths[b.dial_tuned]))
     for alpha in b.alphas:
@@ -291,17 +292,29 @@ class EvalSet:
         same index space serves every axis point, so request draws pair across points.
       num_requests: U.
       neutral: neutral texts (KL on neutral prompts).
+      cues: N cue names the prompts are shown under ('none' for none), or () when unknown.
     """
 
     items: tuple
     request: np.ndarray
     num_requests: int
     neutral: tuple[str, ...]
+    cues: tuple[str, ...] = ()
 
-    def subset(self, requests_per_kind: dict[str, int]) -> EvalSet:
-        """The prompts of the first `requests_per_kind[kind]` requests of each kind (0 = all)."""
+    def subset(
+        self, requests_per_kind: dict[str, int], cues: tuple[str, ...] | None = None
+    ) -> EvalSet:
+        """The prompts of the first `requests_per_kind[kind]` requests of each kind (0 = all).
+
+        `cues` (e.g. ('none',)) keeps only the prompts shown under those cues (needs `cues`
+        recorded, as `evaluation_set` does); None keeps every cue.
+        """
+        if cues is not None and len(self.cues) != len(self.items):
+            raise ValueError("this EvalSet has no cue per prompt; build it with evaluation_set")
         keep, seen = [], {}
         for i, q in enumerate(self.items):
+            if cues is not None and self.cues[i] not in cues:
+                continue
             n = requests_per_kind.get(q.kind, 0)
             ids = seen.setdefault(q.kind, [])
             if self.request[i] not in ids:
@@ -311,7 +324,7 @@ class EvalSet:
             keep.append(i)
         return EvalSet(
             tuple(self.items[i] for i in keep), self.request[keep], self.num_requests,
-            self.neutral,
+            self.neutral, tuple(self.cues[i] for i in keep) if self.cues else (),
         )  # fmt: skip
 
     def prompts(self, tokenizer, cfg) -> sweep.SweepPrompts:
@@ -404,25 +417,28 @@ def evaluation_set(cfg, *, split: str | None = None, num_neutral: int | None = N
         raise ValueError(
             "data.harmful_eval='harmbench' is English text: set data.rendering='english'"
         )
-    items = []
+    items, cues = [], []
     for kind in cfg.probes.kinds:
         framings = (None,) + (tuple(d.get("framings", ())) if kind == "harmful" else ())
         limit = _requests_per_kind(cfg, kind)
         for cue in d.cues:
             for framing in framings:
                 if kind == "harmful" and source == "harmbench":
-                    items += harmbench_eval(cue, framing, limit)
-                    continue
-                items += concepts.load_eval(
-                    kind, split, cue=cue, framing=framing, limit=limit, data_dir=d.dir or None,
-                    rendering=rendering,
-                )  # fmt: skip
+                    new = harmbench_eval(cue, framing, limit)
+                else:
+                    new = concepts.load_eval(
+                        kind, split, cue=cue, framing=framing, limit=limit,
+                        data_dir=d.dir or None, rendering=rendering,
+                    )  # fmt: skip
+                items += new
+                cues += [cue or "none"] * len(new)
     request, num = concepts.request_index(items)
     neutral = concepts.load_eval(
         "neutral", split, limit=num_neutral or cfg.sweep.neutral_prompts, data_dir=d.dir or None,
         rendering=rendering,
     )  # fmt: skip
-    return EvalSet(tuple(items), np.asarray(request), int(num), tuple(q.text for q in neutral))
+    return EvalSet(tuple(items), np.asarray(request), int(num), tuple(q.text for q in neutral),
+                   tuple(cues))  # fmt: skip
 
 
 def data_files(cfg) -> dict[str, dict]:
@@ -771,7 +787,9 @@ def analyse_point(
     vs = ex.vector_sets[cfg.sweep.method]
 
     tok = point.model.tokenizer
-    sweep_set = evalset.subset(dict(cfg.sweep.requests_per_kind))
+    sweep_cues = d.get("sweep_cues") or None  # the sweep's prompts: these cues only
+    sweep_set = evalset.subset(dict(cfg.sweep.requests_per_kind),
+                               tuple(sweep_cues) if sweep_cues else None)  # fmt: skip
     res = run_steering(point, vs, sweep_set.prompts(tok, cfg), cfg, out)["results"]
     layer_pos = 0  # the first sweep layer is the headline injection layer
     summary = res.summary[str(res.meta["layers"][layer_pos])]
