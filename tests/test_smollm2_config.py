@@ -11,10 +11,12 @@ registry cannot be reached.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import runpy
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -28,6 +30,11 @@ from emojax import models as registry
 from emojax.zoo import is_refusal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# conftest.py's fast-compile XLA flags (left out of the smoke run's own process).
+_FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+)
 SMOLLM2 = runpy.run_path(os.path.join(ROOT, "configs", "smollm2.py"))
 get_config = SMOLLM2["get_config"]
 
@@ -335,34 +342,49 @@ def _fetch_or_skip():
 
 @pytest.mark.slow
 def test_smoke_runs_end_to_end(tmp_path, no_base):
-    """`scripts/breakpoint.py --config=configs/smollm2.py:smoke`: the break point and the
-    per-failure-type estimability columns, on the real model and HarmBench."""
+    """`python scripts/breakpoint.py --config=configs/smollm2.py:smoke`: the break point and
+    the per-failure-type estimability columns, on the real model and HarmBench.
+
+    Run as the command line runs it, in a fresh process with XLA's usual optimisation (the
+    test session compiles unoptimised binaries, fine for tiny models, slow for SmolLM2)."""
     _fetch_or_skip()
-    cfg = get_config("smoke")
     workdir = str(tmp_path / "run")
-    summary = pipeline.run(cfg, workdir)
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if f not in _FAST_COMPILE_FLAGS
+    )
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "breakpoint.py"),
+           "--config=" + os.path.join(ROOT, "configs", "smollm2.py") + ":smoke",
+           f"--workdir={workdir}"]  # fmt: skip
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    print(f"smoke run: {time.perf_counter() - t0:.0f} s")
+    assert "break point:" in done.stdout
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
     brk = summary["break_point"]
     assert summary["labels"] == ["α=0", "α=1"]
     assert brk["outcome"] in ("break", "not reached", "failures eliminated first")
     assert {"label", "index", "interval", "interval_index", "outcome"} <= set(brk)
-    with open(os.path.join(workdir, "summary.json")) as f:
-        assert json.load(f)["break_point"] == brk
+    assert (brk["label"] is None) == (brk["outcome"] != "break")
     with open(os.path.join(workdir, "points.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == ["α=0", "α=1"]
     for stat in ("delta_mon", "delta_steer"):
         for ftype in ("harmful_compliance", "over_refusal"):
             key = f"{stat}_{ftype}"
-            for col in (f"{key}_estimable", f"{key}_failing_requests", key, f"{key}_lo",
-                        f"{key}_hi", f"{key}_null_p"):  # fmt: skip
+            for col in (f"{key}_estimable", f"{key}_failing_requests", f"{key}_ok_requests",
+                        key, f"{key}_lo", f"{key}_hi", f"{key}_null_p"):  # fmt: skip
                 assert col in rows[0], col
             for r in rows:
                 assert r[f"{key}_estimable"] in ("True", "False")
                 assert (r[key] == "") == (r[f"{key}_estimable"] == "False")
     # α = 0 and 1 are the same weights here: identical behaviour at both points.
-    for ftype in ("harmful_compliance", "over_refusal"):
-        assert rows[0][f"{ftype}_rate"] == rows[1][f"{ftype}_rate"]
-    config = json.load(open(os.path.join(workdir, "config.json")))
+    for col in ("harmful_compliance_rate", "over_refusal_rate", "refusal_rate"):
+        assert rows[0][col] == rows[1][col], col
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
     assert "harmbench" in json.dumps(config)
-    point = json.load(open(os.path.join(workdir, "points", "α=0", "point.json")))
-    assert dataclasses.is_dataclass(pipeline.EvalSet) and point["row"]["label"] == "α=0"
+    with open(os.path.join(workdir, "points", "α=0", "point.json")) as f:
+        assert json.load(f)["row"]["label"] == "α=0"
