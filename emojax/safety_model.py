@@ -6,7 +6,10 @@ Dimension legend: N prompts.
 `emojax.models.BUILT`) returns the cached checkpoint directory, building it first if needed:
 
 1. **answers**: the base model's own greedy answers to `n_answers` of the benign tuning
-   prompts (train split; chosen by seed), cached as JSON in the work directory.
+   prompts (train split, as written and under the framings and cues; chosen by seed),
+   cached per prompt as JSON in the work directory. An answer that is itself a refusal is
+   answered again from a forced "Sure" (the model's own continuation), so that tuning does
+   not teach the instruct model's own over-refusals.
 2. **tune**: `tune.tune` with the recipe's `TuneSpec` on every harmful tuning prompt (a
    refusal) and the answered benign ones; orbax checkpoints in the work directory, so an
    interrupted build resumes. The schedule is constant after warmup, so raising `steps`
@@ -24,7 +27,7 @@ Cache layout (root = $EMOJAX_CACHE/models):
 
   root/<name>/                          the published HF directory (+ the evaluation)
   root/.<name>.lock                     the build lock
-  root/.work-<name>/answers-<key>.json  own answers (key: base weights, prompts, length)
+  root/.work-<name>/answers-<key>.json  own answers by prompt (key: base weights, length, prefix)
   root/.work-<name>/eval-<key>.json     the base model's evaluation
   root/.work-<name>/tune-<key>/         orbax checkpoints (key: base, data, spec but steps)
 
@@ -90,7 +93,7 @@ class SafetyRecipe:
 
     base: str = "smollm2-135m-instruct"
     spec: tune.TuneSpec = tune.TuneSpec(
-        steps=100,
+        steps=160,
         batch_size=8,
         harmful_fraction=0.5,
         learning_rate=1e-4,
@@ -313,10 +316,11 @@ def build(
         refused = [i for i, k in enumerate(keep) if not k]
         if recipe.prefill and refused:  # answer again from a forced helpful start
             key = _digest([base_key, recipe.answer_tokens, recipe.prefill])
-            again, secs, _ = _cached_answers(workdir / f"answers-{key}.json", base,
+            again, secs, n_again = _cached_answers(workdir / f"answers-{key}.json", base,
                                              [benign[i] for i in refused], recipe, log,
                                              prefix=recipe.prefill)  # fmt: skip
             seconds["answers"] += secs
+            cached["answers"] = cached["answers"] and n_again == 0
             for i, a in zip(refused, again, strict=True):
                 answers[i], keep[i] = a, not _is_refusal(base, a)
             n_prefilled = sum(keep[i] for i in refused)
