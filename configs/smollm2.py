@@ -12,13 +12,15 @@ shown as written and inside held-out jailbreak-style framings, crossed with the 
 cues; benign ones are the project's held-out harmless and borderline (XSTest-style)
 requests. Failures are read by the real-text refusal classifier (`readouts.classifier`).
 
-Sized for the 2-core CPU of this project (the full run within 60 min with the tuned model
-cached, the smoke within 5 min): one middle injection layer, a 3 x 3 joint grid inside the
-KL budget, four random grids whose three-grid subsets give the Δ_steer null arms, and
-generation just long enough for the classifier (SmolLM2 declines after a preamble). Steered
-generation is the cost (about 0.3 s per prompt and condition on this CPU, 94 conditions), so
-the sweep steers a few requests while the probes read the model's own failures on 448
-prompts; see the comments below.
+Sized for the 2-core CPU of this project: one middle injection layer, a 3 x 3 joint grid
+inside the KL budget, four random grids whose three-grid subsets give the Δ_steer null arms,
+and generation just long enough for the classifier (SmolLM2 declines after a preamble).
+Steered generation is the cost (about 0.3 s per prompt and condition, 94 conditions), so the
+sweep steers 8 prompts (Δ_steer is not estimable at this size: it reports so) while the
+probes read the model's own failures on 448 prompts. Measured (tuned model cached, machine
+otherwise quiet): about 4.5 min per axis point (extraction 45 s, sweep 140 s, behaviour
+85 s, probes 3 s), 24 min for the five points; about 11 min per point when other jobs keep
+the load at 5. The smoke: under 4 min.
 
 Examples:
   python scripts/breakpoint.py --config=configs/smollm2.py --workdir=runs/smollm2
