@@ -270,6 +270,22 @@ def tensor_headers(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+def _spec_entry(raw_name: str, config, spec: dict, where: str):
+    """(canonical name, its spec) of a checkpoint tensor; spec None for ignored tensors.
+
+    Raises CheckpointError for a tensor the architecture does not have.
+    """
+    name = canonical_name(raw_name, config)
+    if is_ignored(name, config):
+        return name, None
+    if name not in spec:
+        raise CheckpointError(
+            f"unexpected tensor {raw_name!r}{where} for a {config.model_type} model with "
+            f"{config.num_layers} layers"
+        )
+    return name, spec[name]
+
+
 def check_tensor_headers(
     headers: dict[str, tuple[tuple[int, ...], str]], config: ModelConfig, source: str = ""
 ) -> None:
@@ -289,15 +305,9 @@ def check_tensor_headers(
     want_cache: dict[tuple, tuple[int, ...]] = {}  # one shape per leaf set, not per layer
     seen = set()
     for raw_name, (shape, dtype) in headers.items():
-        name = canonical_name(raw_name, config)
-        if is_ignored(name, config):
+        name, s = _spec_entry(raw_name, config, spec, where)
+        if s is None:
             continue
-        if name not in spec:
-            raise CheckpointError(
-                f"unexpected tensor {raw_name!r}{where} for a {config.model_type} model with "
-                f"{config.num_layers} layers"
-            )
-        s = spec[name]
         key = (s.leaves, s.layer is None, name.rsplit(".", 1)[-1])
         if key not in want_cache:
             want_cache[key] = _hf_shape(s, shapes)
@@ -386,15 +396,9 @@ def params_from_tensors(
     seen = set()
     where = f" in {source}" if source else ""
     for raw_name, value in tensors:
-        name = canonical_name(raw_name, config)
-        if is_ignored(name, config):
+        name, s = _spec_entry(raw_name, config, spec, where)
+        if s is None:
             continue
-        if name not in spec:
-            raise CheckpointError(
-                f"unexpected tensor {raw_name!r}{where} for a {config.model_type} model with "
-                f"{config.num_layers} layers"
-            )
-        s = spec[name]
         want_hf = _hf_shape(s, shapes)
         if tuple(value.shape) != want_hf:
             raise CheckpointError(
