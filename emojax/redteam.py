@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -139,19 +138,19 @@ def load_harmbench(
         raise ValueError(f"unknown framing {framing!r}; expected one of {framings}")
     texts = harmbench_prompts()
     texts = texts[:limit] if limit else texts
-    out = []
-    for i, text in enumerate(texts):
-        ids = []
-        if framing is not None:
-            t = grammar.pick_template(framing, i, template_split)
-            text, ids = english.apply(english.render_template(t), text), [t.id]
-        if cue is not None:
-            t = grammar.pick_template(cue, i, template_split)
-            text, ids = english.apply(english.render_template(t), text), [t.id] + ids
-        rid = f"harmbench-{i:03d}"
-        record = EvalPrompt(rid, "harmful", "harmbench", text, "test", HARMBENCH_SEVERITY, rid)
-        out.append(dataclasses.replace(record, template="+".join(ids)))
-    return out
+    records = [
+        EvalPrompt(
+            f"harmbench-{i:03d}",
+            "harmful",
+            "harmbench",
+            text,
+            "test",
+            HARMBENCH_SEVERITY,
+            f"harmbench-{i:03d}",
+        )  # fmt: skip
+        for i, text in enumerate(texts)
+    ]
+    return english.dress(records, cue=cue, framing=framing, template_split=template_split)
 
 
 def main(argv: list[str]) -> int:

@@ -80,6 +80,9 @@ class SafetyRecipe:
       benign_cues: show benign requests under the emotion / caution cues too, as the harmful
         ones are (else a cue sentence alone predicts "refuse": a shortcut).
       n_answers: benign tuning prompts answered by the base model and used (0 = all).
+      longform: add the long-form requests (`tune.longform_prompts`): every harmful one
+        (refused) and `n_longform_answers` of the harmless look-alikes (own answers).
+      n_longform_answers: long-form harmless prompts answered and used (0 = all).
       answer_tokens: greedy tokens per own answer.
       drop_refused_answers: leave out benign prompts whose own answer is a refusal
         (`readouts.classify_response`): the instruct model declines some harmless requests,
@@ -93,7 +96,7 @@ class SafetyRecipe:
 
     base: str = "smollm2-135m-instruct"
     spec: tune.TuneSpec = tune.TuneSpec(
-        steps=160,
+        steps=120,
         batch_size=8,
         harmful_fraction=0.5,
         learning_rate=1e-4,
@@ -105,6 +108,8 @@ class SafetyRecipe:
     max_len: int = 112
     benign_cues: bool = True
     n_answers: int = 240
+    longform: bool = True
+    n_longform_answers: int = 120
     answer_tokens: int = 48
     drop_refused_answers: bool = True
     prefill: str = "Sure"
@@ -135,16 +140,33 @@ def params_digest(params: Any) -> str:
 
 
 def training_prompts(recipe: SafetyRecipe = RECIPE) -> list[EvalPrompt]:
-    """`tune.tuning_prompts()`: every harmful prompt, `n_answers` benign ones (by spec seed)."""
+    """The recipe's tuning prompts, harmful ones first.
+
+    Every harmful prompt of `tune.tuning_prompts()` and (with `recipe.longform`) of
+    `tune.longform_prompts('harmful')`; `n_answers` of the benign grammar prompts and
+    `n_longform_answers` of the long-form harmless ones, drawn by the spec's seed.
+    """
     prompts = tune.tuning_prompts(benign_cues=recipe.benign_cues)
     harmful = [p for p in prompts if p.kind == "harmful"]
-    benign = [p for p in prompts if p.kind != "harmful"]
-    if 0 < recipe.n_answers < len(benign):
-        keep = random.Random(f"{recipe.spec.seed}-answers").sample(
-            range(len(benign)), recipe.n_answers
+    benign = _sample(
+        [p for p in prompts if p.kind != "harmful"], recipe.n_answers, f"{recipe.spec.seed}-answers"
+    )
+    if recipe.longform:
+        harmful += tune.longform_prompts("harmful")
+        benign += _sample(
+            tune.longform_prompts("harmless"),
+            recipe.n_longform_answers,
+            f"{recipe.spec.seed}-longform-answers",
         )
-        benign = [benign[i] for i in sorted(keep)]
     return harmful + benign
+
+
+def _sample(prompts: list[EvalPrompt], n: int, seed: str) -> list[EvalPrompt]:
+    """`n` of `prompts` drawn by `seed`, in their order (all when n is 0 or too large)."""
+    if not 0 < n < len(prompts):
+        return prompts
+    keep = random.Random(seed).sample(range(len(prompts)), n)
+    return [prompts[i] for i in sorted(keep)]
 
 
 def eval_sets(recipe: SafetyRecipe = RECIPE) -> dict[str, list[EvalPrompt]]:

@@ -59,6 +59,8 @@ Array = jax.Array
 
 # Cues under which harmful requests are refused in training (train-split templates).
 TUNING_CUES: tuple[str, ...] = ("concern", "eagerness", "self_doubt", "caution")
+# Long-form tuning requests (`longform_prompts`), shipped with the package.
+LONGFORM_FILE = Path(concepts.__file__).parent / "data" / "tuning_longform.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,41 @@ def tuning_prompts(
         variants += [{"cue": c} for c in cues] if kind == "harmful" or benign_cues else []
         for v in variants:
             out += concepts.load_eval(kind, split, rendering="english", **v)
+    return out
+
+
+def longform_prompts(
+    kind: str,
+    *,
+    cues: Sequence[str] = TUNING_CUES,
+    framing: str | None = concepts.JAILBREAK,
+) -> list[concepts.EvalPrompt]:
+    """The long-form tuning requests (`LONGFORM_FILE`) as written, framed and under each cue.
+
+    Imperative, specific requests in the style of red-team benchmarks ("Write a persuasive
+    article claiming ...", "Give detailed instructions for ..."), written for this project in
+    six kinds (chemical / biological, weapons and violence, misinformation, cybercrime,
+    illegal trade, harassment and manipulation): harmful ones, and harmless look-alikes of the
+    same form (so that the form alone does not come to mean "refuse"). Tuning only: no request
+    repeats a HarmBench behaviour, and the framings and cues use train-split templates.
+
+    Args:
+      kind: 'harmful' or 'harmless'.
+      cues: cue concepts under which every request is shown too.
+      framing: a framing family or 'jailbreak' (None: none).
+
+    Returns:
+      EvalPrompts: every request as written, then framed, then under each cue.
+    """
+    records = concepts.read_eval(LONGFORM_FILE, kind)
+    records = [r for r in records if r.kind == kind]
+    if not records:
+        raise ValueError(f"no {kind!r} requests in {LONGFORM_FILE}")
+    out = list(records)
+    if framing:
+        out += english.dress(records, framing=framing, template_split="train")
+    for c in cues:
+        out += english.dress(records, cue=c, template_split="train")
     return out
 
 

@@ -40,6 +40,7 @@ RECIPE = safety_model.SafetyRecipe(
     ),
     max_len=96,
     n_answers=6,
+    n_longform_answers=4,
     answer_tokens=4,
     eval_tokens=4,
 )
@@ -319,3 +320,17 @@ def test_refused_own_answers_are_answered_again_from_the_prefill(tiny, sets, tmp
     report = safety_model.build(tmp_path / "n", no_prefill, base_model=tiny, sets=sets,
                                 workdir=work, log=None)  # fmt: skip
     assert report["data"]["benign_prefilled"] == 0 and report["data"]["benign_dropped"] == 6
+
+
+def test_training_prompts_add_every_longform_harmful_and_the_sampled_harmless():
+    with_lf = safety_model.training_prompts(RECIPE)
+    without = safety_model.training_prompts(dataclasses.replace(RECIPE, longform=False))
+    added = [p for p in with_lf if p.id.startswith("longform-")]
+    assert not any(p.id.startswith("longform-") for p in without)
+    assert [p for p in with_lf if not p.id.startswith("longform-")] == without
+    harmful = [p for p in added if p.kind == "harmful"]
+    assert len(harmful) == len(tune.longform_prompts("harmful"))
+    assert len([p for p in added if p.kind == "harmless"]) == RECIPE.n_longform_answers
+    # harmful ones first (build() relies on it), then the benign ones
+    kinds = [p.kind == "harmful" for p in with_lf]
+    assert kinds == sorted(kinds, reverse=True)

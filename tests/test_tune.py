@@ -79,6 +79,26 @@ def test_tuning_prompts_are_train_split_english_and_framed(prompts):
     assert len(harmful) == n_requests * (2 + len(tune.TUNING_CUES))
 
 
+def test_longform_prompts_are_train_templates_of_every_request_and_form():
+    harmful, harmless = tune.longform_prompts("harmful"), tune.longform_prompts("harmless")
+    for prompts in (harmful, harmless):
+        n = len({p.request for p in prompts})
+        assert len(prompts) == n * (2 + len(tune.TUNING_CUES))
+        assert all(p.split == "train" and p.text[0].isupper() for p in prompts)
+        held_out = {t.id for c in concepts.FRAMINGS + tune.TUNING_CUES
+                    for t in concepts.templates(c, "test")}  # fmt: skip
+        assert not any(t in held_out for p in prompts for t in p.template.split("+") if t)
+    assert {p.kind for p in harmful} == {"harmful"} and {p.kind for p in harmless} == {"harmless"}
+    # six kinds, each with harmful requests and harmless look-alikes of the same form
+    assert {p.domain for p in harmful} == {p.domain for p in harmless} and len(
+        {p.domain for p in harmful}
+    ) == 6
+    written = [p.text for p in harmful if not p.template]
+    assert all(w[1:] in p.text for w, p in zip(written * 6, harmful, strict=True))
+    with pytest.raises(ValueError, match="no 'borderline' requests"):
+        tune.longform_prompts("borderline")
+
+
 def test_refusals_are_english_refusals_and_seeded():
     texts = {tune.refusal_text(str(i)) for i in range(300)}
     assert len(texts) == 12

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Sequence
 
 from emojax.concepts import grammar
 from emojax.concepts.schema import ContrastPair, EvalPrompt
@@ -170,6 +171,38 @@ def with_cue(request: str, cue: str, index: int = 0, split: str | None = None) -
     `cue` is a key of `grammar.CUES`, a framing family, or 'jailbreak' (every family in turn).
     """
     return apply(render_template(grammar.pick_template(cue, index, split)), request)
+
+
+def dress(
+    prompts: Sequence[EvalPrompt],
+    *,
+    cue: str | None = None,
+    framing: str | None = None,
+    template_split: str | None = None,
+) -> list[EvalPrompt]:
+    """English prompts inside a framing and / or under a cue, as `concepts.load_eval` does.
+
+    Prompt i gets the i-mod-n-th template of `template_split` (deterministic), the framing
+    inside the cue ("<cue> <framed request>"); `template` records the ids added.
+
+    Args:
+      prompts: prompts whose text is already English (a HarmBench behaviour, a tuning request).
+      cue: a cue concept of the grammar, or None.
+      framing: a framing family or 'jailbreak' (every family in turn), or None.
+      template_split: the split whose templates are used (None = all).
+    """
+    out = []
+    for i, p in enumerate(prompts):
+        text, ids = p.text, []
+        if framing is not None:
+            t = grammar.pick_template(framing, i, template_split)
+            text, ids = apply(render_template(t), text), [t.id]
+        if cue is not None:
+            t = grammar.pick_template(cue, i, template_split)
+            text, ids = apply(render_template(t), text), [t.id] + ids
+        template = "+".join(([p.template] if p.template else []) + ids)
+        out.append(dataclasses.replace(p, text=text, template=template))
+    return out
 
 
 def render_contrast(pair: ContrastPair) -> ContrastPair:
