@@ -23,6 +23,11 @@ sweep:
 
 Entry points call `forward_inputs` / `generate_inputs` (through `validated`) and the small
 `check_*` helpers, so the model code holds no validation logic of its own.
+
+It stays one module (about 520 lines) because the contract above is one mechanism: every
+`check_*` reads its values through `_values` / `_report`, whose traced behaviour (skip, or a
+checkify check) is the switch `checked_forward` / `checked_generate` set, so splitting the
+checks from the jit path would put one switch in two modules.
 """
 
 from __future__ import annotations
