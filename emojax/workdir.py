@@ -31,6 +31,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 MARKER = "run.json"  # written first: the config and its fingerprint
 SUMMARY = "summary.json"  # written last: the completion marker
 PREVIOUS_PREFIX = "previous-"  # old outputs moved aside by overwrite=True
@@ -233,7 +235,7 @@ def script_config(cfg: Any, script: str, **flags: Any) -> dict[str, Any]:
       **flags: the flags that change what is computed (not `--workdir` or `--overwrite`).
 
     Returns:
-      A mapping to pass to `check_workdir` (or `emojax.pipeline.claim_workdir`) as the config.
+      A mapping to pass to `check_workdir` (or `claim_workdir`) as the config.
     """
     return {**resolved_config(cfg), "script": {"name": script, **flags}}
 
@@ -254,6 +256,24 @@ def start_on_writer(state: WorkdirState) -> str | None:
                      state.fingerprint)  # fmt: skip
     sharding.sync("workdir claimed")
     return previous
+
+
+def claim_workdir(cfg, workdir: str, *, overwrite: bool = False) -> WorkdirState:
+    """`check_workdir` on process 0, its verdict shared with every process."""
+    from emojax import sharding
+
+    state, error = None, None
+    if sharding.is_writer():
+        try:
+            state = check_workdir(workdir, cfg, overwrite=overwrite)
+        except WorkdirError as e:
+            error = e
+    refused = bool(sharding.broadcast_from_writer(np.asarray(error is not None, np.int32)))
+    if error is not None:
+        raise error
+    if refused:
+        raise WorkdirError(f"process 0 refused the work directory {workdir} (see its log)")
+    return state
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -278,7 +298,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 CHECKS: dict[str, tuple[str, ...] | None] = {
     "emojax.validate": None,
     "emojax.sweep": ("_resolve_config",),  # unknown sweep keys, joint_random > num_random, ...
-    "emojax.pipeline": ("axis_checkpoints",),  # unknown axis, labels not matching models
+    "emojax.pipeline.axis": ("axis_checkpoints",),  # unknown axis, labels not matching models
 }
 
 

@@ -156,7 +156,7 @@ def test_steering_value_on_a_real_sweep(run):
         assert v["lo"] <= v["estimate"] <= v["hi"]
         assert v["samples"].shape == (30,)
         assert 0.0 < v["null_p"] <= 1.0 and len(v["null"]) == cfg.breakpoint.num_null
-        cols = pipeline._value_columns("delta_steer", out)
+        cols = pipeline.point._value_columns("delta_steer", out)
         assert cols[f"delta_steer_{ftype}"] == v["estimate"]
     cfg.breakpoint.min_failures = 10_000  # nothing is estimable: never a 0
     out = pipeline.steering_value(res, draws, cfg)

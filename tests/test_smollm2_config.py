@@ -323,7 +323,7 @@ def test_length_batches_give_the_same_behaviour(tiny, no_base):
     assert a["texts"] == b["texts"]
     np.testing.assert_allclose(a["acts"], b["acts"], atol=2e-5)
     np.testing.assert_allclose(a["policy_logit"], b["policy_logit"], atol=2e-5)
-    blocks = pipeline._length_blocks(prompts.mask, 4, 8)
+    blocks = pipeline.behaviour._length_blocks(prompts.mask, 4, 8)
     assert sorted(np.concatenate([i for i, _ in blocks]).tolist()) == list(range(len(items)))
     assert len({w for _, w in blocks}) >= 2 and min(w for _, w in blocks) < prompts.tokens.shape[1]
     assert all(w % 8 == 0 and w >= lengths[i].max() for i, w in blocks)

@@ -162,7 +162,7 @@ def _synthetic_result(seed: int = 0, num_draws: int = 20):
                **{k: False for k, _ in report.DIAGNOSTICS}}  # fmt: skip
         for stat in ("delta_mon", "delta_steer"):
             sub = {t: v for (s, t), v in types.items() if s == stat}
-            row.update(pipeline._value_columns(stat, sub))
+            row.update(pipeline.point._value_columns(stat, sub))
         points.append({"row": row, "detail": {"row": row}, "matrix": np.eye(3),
                        "matrix_rows": ["x", "y", "z"]})  # fmt: skip
         per_point.append(types)
@@ -252,7 +252,9 @@ def test_another_config_is_refused_before_anything_is_written(tmp_path, ckpts, m
     new.data.max_pairs = 8
     new.breakpoint.labels = ("first", "second")
     for stage in ("data_files", "preflight", "evaluation_set", "analyse_point"):
-        monkeypatch.setattr(pipeline, stage, lambda *a, **k: pytest.fail("work was started"))
+        monkeypatch.setattr(
+            pipeline.analysis, stage, lambda *a, **k: pytest.fail("work was started")
+        )
     with pytest.raises(WorkdirError, match=r"data\.max_pairs: 16 -> 8") as e:
         pipeline.run(new, str(tmp_path))
     assert "breakpoint.labels" in str(e.value) and "--overwrite" in str(e.value)
@@ -271,7 +273,8 @@ def test_overwrite_moves_the_old_outputs_aside(tmp_path, ckpts, monkeypatch):
     def stop(*a, **k):
         raise Stop
 
-    monkeypatch.setattr(pipeline, "evaluation_set", stop)  # the first stage after the claim
+    # the first stage after the claim
+    monkeypatch.setattr(pipeline.analysis, "evaluation_set", stop)
     with pytest.raises(Stop):
         pipeline.run(new, str(tmp_path), overwrite=True)
     (previous,) = [e for e in os.listdir(tmp_path) if e.startswith("previous-")]
@@ -311,7 +314,7 @@ def test_outputs_of_runs_without_a_marker(tmp_path):
 def test_a_typo_in_the_second_model_fails_before_any_work(tmp_path, ckpts, monkeypatch):
     cfg = _cfg(ckpts)
     cfg.breakpoint.models = (ckpts["a"], ckpts["b"] + "_typo")
-    monkeypatch.setattr(pipeline, "load_point_model", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(pipeline.axis, "load_point_model", lambda *a: pytest.fail("model loaded"))
     workdir = tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="b_typo") as e:
         pipeline.run(cfg, str(workdir))
@@ -357,7 +360,7 @@ def test_preflight_reads_headers_only_and_names_the_bad_tensor(tmp_path, ckpts, 
 
 def test_dial_ends_are_compared_before_loading(ckpts, monkeypatch):
     cfg = _cfg(ckpts, axis="dial", dial_base=ckpts["a"], dial_tuned=ckpts["deep"])
-    monkeypatch.setattr(pipeline, "load_point_model", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(pipeline.axis, "load_point_model", lambda *a: pytest.fail("model loaded"))
     with pytest.raises(bp.DialError, match="num_layers"):
         pipeline.preflight(cfg)
     cfg.breakpoint.dial_tuned = ckpts["b"]  # same architecture: passes

@@ -1,0 +1,103 @@
+"""The break-point run: claim the work directory, check, analyse every point, find the break."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from emojax import breakpoint as bp
+from emojax.pipeline.axis import axis_checkpoints, axis_points, preflight
+from emojax.pipeline.evalset import FAILURE_TYPES, data_files, evaluation_set, shared_draws
+from emojax.pipeline.point import analyse_point
+from emojax.pipeline.progress import Progress
+from emojax.report import write_outputs
+from emojax.workdir import claim_workdir, start_run
+
+
+def value_names(cfg) -> list[str]:
+    """The incremental values the break rule reads: Δ_mon and Δ_steer per failure type."""
+    return [f"{s}/{t}" for s in ("delta_mon", "delta_steer") for t in FAILURE_TYPES]
+
+
+def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
+    """Runs the analysis at every axis point and finds the break point.
+
+    Nothing is written before three checks pass: the work directory holds nothing or this
+    config's outputs (`emojax.workdir`: then the run resumes), the data files are valid and
+    every axis point's checkpoint is (`preflight`).
+
+    Args:
+      cfg: the resolved config.
+      workdir: the output directory.
+      overwrite: a directory holding another config's outputs is used anyway, its old
+        outputs moved into `<workdir>/previous-<timestamp>/`; otherwise such a directory is
+        refused (`emojax.workdir.WorkdirError`, naming the differing keys).
+
+    Returns:
+      The summary dict (also written to `<workdir>/summary.json` by `emojax.report`).
+    """
+    from emojax import sharding
+
+    state = claim_workdir(cfg, workdir, overwrite=overwrite)  # read-only: nothing written yet
+    files = data_files(cfg)  # validates the user's data first; recorded in config.json
+    paths = preflight(cfg)  # every checkpoint, before any work
+    if sharding.is_writer():
+        previous = start_run(state)  # the first write: run.json
+        if previous:
+            logging.info("moved the old outputs of %s aside into %s", workdir, previous)
+        logging.info("work directory %s (%s, config %s)", workdir, state.action,
+                     state.fingerprint)  # fmt: skip
+    sharding.sync("workdir claimed")
+    b = cfg.breakpoint
+    num_points = len(axis_checkpoints(cfg)[0])
+    progress = Progress(num_points, "axis points")
+    rng = jax.random.key(cfg.seed)
+    evalset = evaluation_set(cfg)
+    draws = shared_draws(evalset, b.num_bootstrap, cfg.seed)
+    logging.info("evaluation set: %d prompts of %d requests", len(evalset.items),
+                 evalset.num_requests)  # fmt: skip
+    points, reference = [], None
+    t_start = time.perf_counter()
+    for i, point in enumerate(axis_points(cfg, paths)):
+        logging.info("axis point %d/%d: %s (%s)", i + 1, num_points, point.label, point.source)
+        result = analyse_point(
+            point, cfg, workdir, jax.random.fold_in(rng, i), reference, evalset, draws
+        )
+        if reference is None:
+            reference = {"captured": result["captured"], "label": point.label}
+        result.pop("captured")
+        points.append(result)
+        r = result["row"]
+        progress.step(f"{point.label}: " + ", ".join(
+            f"{n} {_short(r, n)}" for n in value_names(cfg)))  # fmt: skip
+    labels = [p["row"]["label"] for p in points]
+    deltas = {}
+    for name in value_names(cfg):
+        stat, ftype = name.split("/")
+        key = f"{stat}_{ftype}"
+        est = lambda f, key=key: np.array(
+            [np.nan if p["row"][f] is None else p["row"][f] for p in points], np.float64
+        )
+        deltas[name] = {
+            "estimate": est(key),
+            "lo": est(f"{key}_lo"),
+            "hi": est(f"{key}_hi"),
+            "samples": np.stack([p["samples"][name] for p in points]),
+            "estimable": np.array([p["row"][f"{key}_estimable"] for p in points]),
+        }
+    margins = {"delta_mon": b.mon_margin, "delta_steer": b.steer_margin}
+    brk = bp.find_break_point(labels, deltas, margins)
+    seconds = time.perf_counter() - t_start
+    if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
+        return {"break_point": brk.to_json(), "labels": labels}
+    return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds, data_files=files)
+
+
+def _short(row: dict, name: str) -> str:
+    key = name.replace("/", "_")
+    if not row[f"{key}_estimable"]:
+        return "not estimable"
+    return f"{row[key]:+.3f} [{row[key + '_lo']:+.3f}, {row[key + '_hi']:+.3f}]"

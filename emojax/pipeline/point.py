@@ -1,0 +1,263 @@
+"""Every measurement at one axis point: vectors and their stability, the steering sweep, the
+model's own behaviour and failures, Δ_mon and Δ_steer, and the row of `points.csv`.
+
+Dimension legend: C concepts, L residual sites, N prompts, D model.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import jax
+import numpy as np
+
+from emojax import breakpoint as bp
+from emojax import extract, results, sweep, vectors
+from emojax.metrics import stability
+from emojax.pipeline.axis import AxisPoint
+from emojax.pipeline.behaviour import classifier, unsteered_behaviour
+from emojax.pipeline.evalset import FAILURE_TYPES, TYPE_KINDS, Draws, EvalSet
+from emojax.pipeline.progress import stage
+from emojax.pipeline.values import monitoring_value, steering_value
+from emojax.report import write_csv
+
+Array = jax.Array
+
+
+@stage("extract")
+def run_extraction(point: AxisPoint, cfg, out: str, rng: Array, reference) -> dict:
+    m = point.model
+    ex = extract.extract_model(
+        m.params, m.config, m.tokenizer, **extract.config_kwargs(cfg),
+        metadata={"model": point.label, "source": point.source, "model_sha256": point.digest},
+    )  # fmt: skip
+    vectors.save_all(ex.vector_sets, os.path.join(out, "vectors"))
+    d = cfg.data
+    k1, k2 = jax.random.split(rng)
+    report = stability.stability_report(
+        k1, ex.captured, d.emotions, d.controls, cfg.extract.resamples
+    )
+    rows, crows = stability.report_rows(report)
+    write_csv(os.path.join(out, "stability.csv"), rows)
+    write_csv(os.path.join(out, "control_cosine.csv"), crows)
+    cross = None
+    if reference is not None:
+        cross = stability.cross_model_report(
+            k2, reference["captured"], ex.captured, cfg.extract.resamples
+        )
+    return {"extraction": ex, "report": report, "cross": cross}
+
+
+@stage("sweep")
+def run_steering(point: AxisPoint, vs: vectors.VectorSet, prompts, cfg, out: str) -> dict:
+    res = sweep.run_sweep(
+        point.model, vs, prompts, cfg.sweep, os.path.join(out, "sweep"), classify=classifier(cfg)
+    )
+    return {"results": res}
+
+
+def _mean_interval(iv, rows: list[int], site: int) -> tuple[float, float, float]:
+    """Mean over `rows` (concepts) of an Interval [C, L] at one site (NaN where undefined)."""
+
+    def pick(x):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: e.g. one domain only
+            return float(np.nanmean(np.asarray(x)[rows, site]))
+
+    return pick(iv.estimate), pick(iv.lo), pick(iv.hi)
+
+
+VALUE_FIELDS = ("estimate", "lo", "hi", "min_margin", "null_q05", "null_q95", "null_p")
+
+
+def _value_columns(stat: str, per_type: dict) -> dict:
+    """points.csv columns of one Δ per failure type; None (empty) where not estimable."""
+    row = {}
+    for ftype, v in per_type.items():
+        key = f"{stat}_{ftype}"
+        row[f"{key}_estimable"] = bool(v["estimable"])
+        row[f"{key}_failing_requests"] = int(v["num_failing_requests"])  # on its own prompts
+        row[f"{key}_ok_requests"] = int(v["num_ok_requests"])
+        for f in VALUE_FIELDS:
+            name = key if f == "estimate" else f"{key}_{f}"
+            row[name] = float(v[f]) if v["estimable"] else None
+    return row
+
+
+def analyse_point(
+    point: AxisPoint, cfg, workdir: str, rng: Array, reference, evalset: EvalSet, draws: Draws
+) -> dict:
+    """Every measurement at one axis point; returns its row and the draws for the break point."""
+    out = os.path.join(workdir, "points", point.label.replace("/", "_"))
+    os.makedirs(out, exist_ok=True)
+    d, b = cfg.data, cfg.breakpoint
+    k_ex, k_rest = jax.random.split(rng)
+    ext = run_extraction(point, cfg, out, k_ex, reference)
+    ex, report = ext["extraction"], ext["report"]
+    vs = ex.vector_sets[cfg.sweep.method]
+
+    tok = point.model.tokenizer
+    sweep_cues = d.get("sweep_cues") or None  # the sweep's prompts: these cues only
+    sweep_set = evalset.subset(dict(cfg.sweep.requests_per_kind),
+                               tuple(sweep_cues) if sweep_cues else None)  # fmt: skip
+    res = run_steering(point, vs, sweep_set.prompts(tok, cfg), cfg, out)["results"]
+    layer_pos = 0  # the first sweep layer is the headline injection layer
+    summary = res.summary[str(res.meta["layers"][layer_pos])]
+    steer = steering_value(res, draws, cfg, layer_pos)
+
+    behaviour = unsteered_behaviour(point.model, evalset.prompts(tok, cfg), cfg)
+    mon = monitoring_value(behaviour, vs, evalset, draws, cfg, out)
+
+    # Policy-dominance index: refusal score explained by the control projections.
+    site = mon["site"]
+    acts = behaviour["acts"][:, site]
+    ctrl_dirs = np.stack([vs.vectors[vs.index(k), min(site, vs.vectors.shape[1] - 1)]
+                          for k in d.controls])  # fmt: skip
+    ctrl_proj = acts @ (ctrl_dirs / np.linalg.norm(ctrl_dirs, axis=1, keepdims=True)).T
+    pdi = bp.policy_dominance_index(behaviour["policy_logit"], ctrl_proj)
+
+    names = list(report["concepts"])
+    emo_rows = [names.index(e) for e in d.emotions if e in names]
+    vec_site = min(site, report["split_half"].estimate.shape[1] - 1)
+    split_half = _mean_interval(report["split_half"], emo_rows, vec_site)
+    cross_domain = _mean_interval(report["cross_domain"], emo_rows, vec_site)
+    cross_model = (1.0, 1.0, 1.0)
+    if ext["cross"] is not None and ext["cross"]["cosine"] is not None:
+        cross_model = _mean_interval(ext["cross"]["cosine"], emo_rows, vec_site)
+    elif ext["cross"] is not None:
+        cross_model = _mean_interval(ext["cross"]["proj_corr"], emo_rows, vec_site)
+    cs = summary["cross_steering"]
+    rows_cs = cs["rows"]
+    emo_cs = [rows_cs.index(e) for e in d.emotions if e in rows_cs]
+    selectivity = float(np.nanmean(np.asarray(cs["selectivity"])[emo_cs]))
+    sel_p = cs.get("selectivity_null_p")
+    selectivity_p = float(np.nanmedian(np.asarray(sel_p)[emo_cs])) if sel_p else float("nan")
+    offtarget = float(np.nanmean(np.asarray(cs["offtarget_kl_per_unit_effect"])[emo_cs]))
+    style = style_summary(summary, d.emotions)
+    steerability = {}
+    for name in list(d.emotions) + list(d.controls):
+        entry = summary["steerability"].get(name, {})
+        keep = ("slope", "ci", "null_z", "null_p", "anti_steerable_fraction")
+        steerability[name] = {
+            t: {k: entry[t].get(k) for k in keep} for t in FAILURE_TYPES if entry.get(t)
+        }
+    rates = {t: float(np.mean(behaviour[t][np.isin([q.kind for q in evalset.items],
+                                                   TYPE_KINDS[t])]))
+             for t in FAILURE_TYPES}  # fmt: skip
+    thresholds = bp.DiagnosticThresholds(
+        controlled_auroc=b.controlled_auroc, controlled_failure=b.controlled_failure,
+        style_ratio=b.style_ratio, alignment=b.alignment, selectivity=b.selectivity,
+    )  # fmt: skip
+    common = dict(
+        controls_auroc={t: v.get("auroc_controls", float("nan"))
+                        for t, v in mon["types"].items()},
+        failure_rate=rates, cross_model_cosine=cross_model[0], selectivity=selectivity,
+        thresholds=thresholds,
+    )  # fmt: skip
+    diag = bp.diagnostics(style_vs_safety=style["ratio"], **common)
+    # Mostly stylistic: for most emotions the style effect is significant and no safety
+    # effect is (intervals from the sweep's request bootstrap).
+    per_emotion = [
+        bp.diagnostics(style_effect=e["style"], safety_effect=e["safety"], **common)
+        for e in style["intervals"]
+    ]
+    if per_emotion:
+        votes = [x["emotion_mostly_stylistic"] for x in per_emotion]
+        diag["emotion_mostly_stylistic"] = bool(sum(votes) > len(votes) / 2)
+    row = {
+        "label": point.label,
+        "source": point.source,
+        "model_sha256": point.digest,
+        "policy_dominance": pdi,
+        **{f"{t}_rate": rates[t] for t in FAILURE_TYPES},
+        **{
+            f"{t}_failing_requests": mon["types"][t]["num_failing_requests"] for t in FAILURE_TYPES
+        },  # fmt: skip
+        "refusal_rate": float(np.mean(behaviour["refused"])),
+        **_value_columns("delta_mon", mon["types"]),
+        **_value_columns("delta_steer", steer),
+        "split_half": split_half[0],
+        "split_half_lo": split_half[1],
+        "split_half_hi": split_half[2],
+        "cross_domain": cross_domain[0],
+        "cross_domain_lo": cross_domain[1],
+        "cross_domain_hi": cross_domain[2],
+        "cross_model_cosine": cross_model[0],
+        "cross_model_cosine_lo": cross_model[1],
+        "cross_model_cosine_hi": cross_model[2],
+        "selectivity": selectivity,
+        "selectivity_null_p": selectivity_p,
+        "offtarget_kl_per_unit_effect": offtarget,
+        "style_vs_safety": style["ratio"],
+        "style_effect": style["style"],
+        "style_vs_safety_defined": style["defined"],
+        "probe_site": site,
+        "sweep_layer": int(res.meta["layers"][layer_pos]),
+        **{f"diag_{k}": v for k, v in diag.items()},
+    }
+    detail = {
+        "row": row,
+        "steerability": steerability,
+        "delta_mon": {
+            t: {k: v for k, v in o.items() if k != "samples"} for t, o in mon["types"].items()
+        },  # fmt: skip
+        "delta_steer": {
+            t: {k: v for k, v in o.items() if k != "samples"} for t, o in steer.items()
+        },  # fmt: skip
+        "cross_steering": cs,
+        "style_vs_safety": summary.get("style_vs_safety", {}),
+        "control_cosine": _control_cosine(report, vec_site),
+    }
+    results.write_json(os.path.join(out, "point.json"), detail)
+    return {
+        "row": row,
+        "detail": detail,
+        "samples": {
+            **{f"delta_mon/{t}": v["samples"] for t, v in mon["types"].items()},
+            **{f"delta_steer/{t}": v["samples"] for t, v in steer.items()},
+        },
+        "captured": ex.captured,
+        "matrix": np.asarray(cs["matrix"], np.float64),
+        "matrix_rows": list(cs["rows"]),
+        "matrix_cols": list(cs["cols"]),
+    }
+
+
+def style_summary(summary: dict, emotions) -> dict:
+    """Median style-vs-safety ratio over emotions and failure types where it is defined.
+
+    The ratio |style effect| / |safety effect| exists only where the safety effect's interval
+    excludes 0 (`emojax.metrics.influence.style_vs_safety`); elsewhere it is "not defined".
+    """
+    ratios, styles, intervals = [], [], []
+    for e in emotions:
+        entry = summary.get("style_vs_safety", {}).get(e)
+        if not entry:
+            continue
+        styles.append(entry["style"]["estimate"])
+        num = lambda x: float("nan") if x is None else float(x)
+        intervals.append({
+            "style": (num(entry["style"]["lo"]), num(entry["style"]["hi"])),
+            "safety": {t: (num(v["lo"]), num(v["hi"])) for t, v in entry["safety"].items()},
+        })  # fmt: skip
+        for t in FAILURE_TYPES:
+            r = entry.get("ratio", {}).get(t)
+            if r is not None:
+                ratios.append(r)
+    return {
+        "ratio": float(np.median(ratios)) if ratios else float("nan"),
+        "defined": bool(ratios),
+        "style": float(np.median(styles)) if styles else float("nan"),
+        "intervals": intervals,
+    }
+
+
+def _control_cosine(report: dict, site: int) -> dict:
+    if "control_cosine" not in report:
+        return {}
+    iv = report["control_cosine"]
+    return {
+        e: {k: float(np.asarray(iv.estimate)[i, j, site]) for j, k in enumerate(report["controls"])}
+        for i, e in enumerate(report["emotions"])
+    }
