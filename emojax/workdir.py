@@ -10,6 +10,7 @@ A run's work directory holds the outputs of one resolved config:
   empty directory), resume (the same fingerprint: finished per-point outputs are reused), or
   refuse, before anything is written, when the directory holds another config's outputs (or
   files of no run at all); the error names the differing keys and the `--overwrite` flag.
+  `claim_workdir` runs it on process 0 and shares the verdict with every process.
 * With `overwrite=True`, `start_run` first moves the old outputs aside into
   `<workdir>/previous-<timestamp>/`, so they are kept whole and never mixed with the new ones.
 * Scripts other than the pipeline key their work directory on `script_config` (the config

@@ -27,6 +27,12 @@ Array = jax.Array
 
 @stage("extract")
 def run_extraction(point: AxisPoint, cfg, out: str, rng: Array, reference) -> dict:
+    """Concept vectors of one point (saved under `out/vectors`) and their stability.
+
+    Returns:
+      {"extraction": `emojax.extract.Extraction`, "report": `stability_report`, "cross": the
+      cross-model report against `reference` (the first point's capture), or None for it}.
+    """
     m = point.model
     ex = extract.extract_model(
         m.params, m.config, m.tokenizer, **extract.config_kwargs(cfg),
@@ -51,6 +57,7 @@ def run_extraction(point: AxisPoint, cfg, out: str, rng: Array, reference) -> di
 
 @stage("sweep")
 def run_steering(point: AxisPoint, vs: vectors.VectorSet, prompts, cfg, out: str) -> dict:
+    """The steering sweep of one point (`emojax.sweep.run_sweep` into `out/sweep`): {"results"}."""
     res = sweep.run_sweep(
         point.model, vs, prompts, cfg.sweep, os.path.join(out, "sweep"), classify=classifier(cfg)
     )

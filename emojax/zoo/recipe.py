@@ -109,6 +109,7 @@ def stage_spec(z: Any, name: str) -> StageSpec:
 
 
 def corpus_size(z: Any, name: str) -> int:
+    """Documents in the corpus of stage `name` (base_docs, instruct_docs or safety_docs)."""
     if name == "base":
         return int(z.base_docs)
     return int(z.instruct_docs if name == "instruct" else z.safety_docs)
