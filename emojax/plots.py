@@ -180,3 +180,68 @@ def plot_matrices(
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title, fontsize=10)  # constrained layout keeps it above the panel titles
     _save(fig, path, bbox_inches="tight")
+
+
+def plot_dose_response(
+    arrays: Mapping[str, np.ndarray], meta: Mapping, *, path: str, title: str
+) -> None:
+    """A steering sweep's dose-response per layer: refusal score and failure rate (harmful
+    compliance or over-refusal) against the coefficient, per named vector, over the band of the
+    random directions (5-95 % of their prompt means).
+
+    Args:
+      arrays: `SweepResults.arrays` (grid_refusal_score, grid_harmful_compliance,
+        grid_over_refusal [A, I, K, N]).
+      meta: `SweepResults.meta` (coefs, vector_names, num_named, layers).
+      path: output PNG.
+      title: the model's name in the panel titles.
+    """
+    a = arrays
+    coefs, names, k = np.asarray(meta["coefs"]), meta["vector_names"], meta["num_named"]
+    layers = meta["layers"]
+    fig, axes = plt.subplots(len(layers), 2, figsize=(11, 4 * len(layers)), squeeze=False)
+    for li, layer in enumerate(layers):
+        fail = np.fmax(a["grid_harmful_compliance"][li], a["grid_over_refusal"][li])
+        for ax, y, label in (
+            (axes[li, 0], a["grid_refusal_score"][li], "refusal score (log-odds)"),
+            (axes[li, 1], fail, "failure rate (harmful compliance or over-refusal)"),
+        ):
+            mean = np.nanmean(y, axis=-1)  # [I, K]
+            if len(names) > k and not np.isnan(mean[k:]).all():
+                lo, hi = np.nanpercentile(mean[k:], [5, 95], axis=0)
+                ax.fill_between(coefs, lo, hi, color="0.85", label="random 5-95 %")
+            for i in range(k):
+                ax.plot(coefs, mean[i], marker="o", label=names[i])
+            ax.set_xlabel("coefficient (x median residual norm)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{title}: layer {layer}")
+        axes[li, 0].legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_cross_steering(summary: Mapping, layers: Sequence[int], *, path: str, title: str) -> None:
+    """A steering sweep's cross-steering matrix M[i, j] per layer (readout j per unit
+    coefficient of vector i), each on its own symmetric colour scale.
+
+    Args:
+      summary: `SweepResults.summary` (per layer: cross_steering rows, cols, matrix).
+      layers: the sweep layers (`meta["layers"]`).
+      path: output PNG.
+      title: the model's name in the panel titles.
+    """
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.5), squeeze=False)
+    for li, layer in enumerate(layers):
+        cs = summary[str(layer)]["cross_steering"]
+        m = np.asarray(cs["matrix"])
+        ax = axes[0, li]
+        lim = max(np.abs(m).max(), 1e-9)
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(len(cs["cols"])), cs["cols"], rotation=45, ha="right")
+        ax.set_yticks(range(len(cs["rows"])), cs["rows"])
+        ax.set_xlabel("readout concept j")
+        ax.set_ylabel("steering vector i")
+        ax.set_title(f"{title}: M[i, j], layer {layer}")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    _save(fig, path)

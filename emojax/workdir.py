@@ -298,7 +298,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 # not a bug: module -> the checking functions (None: every function of the module).
 CHECKS: dict[str, tuple[str, ...] | None] = {
     "emojax.validate": None,
-    "emojax.sweep": ("_resolve_config",),  # unknown sweep keys, joint_random > num_random, ...
+    "emojax.sweep.conditions": ("_resolve_config",),  # unknown keys, joint_random > num_random
     "emojax.pipeline.axis": ("axis_checkpoints",),  # unknown axis, labels not matching models
 }
 
