@@ -245,3 +245,66 @@ def plot_cross_steering(summary: Mapping, layers: Sequence[int], *, path: str, t
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_stability(path: str, report: Mapping, title: str) -> None:
+    """Layer x layer cosine heatmap per concept, plus split-half stability per layer.
+
+    Args:
+      path: output PNG.
+      report: `emojax.metrics.stability.stability_report` output (`concepts`, `layer_cosine`
+        [C, L, L] and `split_half` [C, L] intervals).
+      title: figure title (e.g. the model's name).
+    """
+    names, lc, sh = report["concepts"], report["layer_cosine"], report["split_half"]
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.2))
+    for ax, name, mat in zip(axes, names, np.asarray(lc.estimate), strict=False):
+        im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
+        ticks = range(mat.shape[0])
+        ax.set(title=name, xlabel="site", ylabel="site", xticks=ticks, yticks=ticks)
+    fig.colorbar(im, ax=axes[-2], fraction=0.046)
+    ax = axes[-1]
+    layers = np.arange(np.shape(sh.estimate)[1])
+    for c, name in enumerate(names):
+        err = [sh.estimate[c] - sh.lo[c], sh.hi[c] - sh.estimate[c]]
+        ax.errorbar(layers, sh.estimate[c], yerr=err, label=name, capsize=2)
+    ax.set(title="split-half cosine (95% CI)", xlabel="site", xticks=layers, ylim=(-0.05, 1.05))
+    ax.legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_probe_layers(
+    path: str, rows: Sequence[Mapping], set_names: Sequence[str], title: str, headline: int
+) -> None:
+    """Δ_mon per layer with its 95 % band (left) and out-of-fold AUROC per feature set.
+
+    Args:
+      path: output PNG.
+      rows: `emojax.probes.MonitorResult.layer_rows()`, one per layer.
+      set_names: the feature sets whose AUROC columns are drawn.
+      title: panel title prefix (e.g. the model's name).
+      headline: the reported layer (a dashed line).
+    """
+    layers = np.array([r["layer"] for r in rows])
+    get = lambda k: np.array([r[k] for r in rows], float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax = axes[0]
+    ax.fill_between(layers, get("delta_mon_lo"), get("delta_mon_hi"), alpha=0.3, label="95% CI")
+    ax.plot(layers, get("delta_mon"), marker="o", label="Δ_mon")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.axvline(headline, color="0.6", ls="--", lw=0.8)
+    ax.set(xlabel="layer (resid site)", ylabel="AUROC(controls+emotion) − AUROC(controls)")
+    ax.set_title(f"{title}: Δ_mon")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for name in set_names:
+        ax.fill_between(layers, get(f"auroc_lo[{name}]"), get(f"auroc_hi[{name}]"), alpha=0.15)
+        ax.plot(layers, get(f"auroc[{name}]"), marker="o", label=name)
+    ax.set(xlabel="layer (resid site)", ylabel="out-of-fold AUROC", title=f"{title}: AUROC")
+    for ax in axes:
+        ax.set_xticks(layers)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

@@ -10,7 +10,6 @@ extraction and the evaluation set, and that `pipeline.data_files` hashes what wa
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import types
 from pathlib import Path
@@ -187,7 +186,7 @@ def test_user_csv_contrast_and_jsonl_eval_files_are_used(tmp_path, monkeypatch):
     cfg = _config(data_dir)
     # Prompts stay text, and the extraction stops at its capture: the test is about which
     # rows `extract_model` reads from the config, not about tokenisation or activations.
-    monkeypatch.setattr(extract, "encode_prompt", lambda tok, text, source=None: text)
+    monkeypatch.setattr(extract.contrast, "encode_prompt", lambda tok, text, source=None: text)
 
     class Captured(Exception):
         pass
@@ -195,7 +194,7 @@ def test_user_csv_contrast_and_jsonl_eval_files_are_used(tmp_path, monkeypatch):
     def capture(params, config, sets, neutral, **kw):
         raise Captured({cs.concept: cs for cs in sets}, neutral)
 
-    monkeypatch.setattr(extract, "capture", capture)
+    monkeypatch.setattr(extract.extraction, "capture", capture)
     model_config = types.SimpleNamespace(pad_token_id=0, bos_token_id=1)
     kw = extract.config_kwargs(cfg)
     with pytest.raises(Captured) as info:
@@ -305,11 +304,9 @@ def test_the_sweep_and_probes_scripts_read_eval_files_from_data_dir(tmp_path, mo
     sweep.SweepPrompts.from_concepts(None, num_per_kind={"harmful": 2}, num_neutral=1)
     assert seen["texts"] == [q.text for q in concepts.load_eval("harmful", "test", limit=2)]
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "probes.py"
-    spec = importlib.util.spec_from_file_location("_probes_script", path)
-    probes_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probes_script)
+    from emojax.probes import run as probes_run  # scripts/probes.py's run
+
     cfg.probes.kinds = ("harmful",)
     cfg.probes.cues = ("none",)
-    probes_script.eval_prompts(None, cfg)
+    probes_run.eval_prompts(None, cfg)
     assert seen["texts"] == [f"how do I break thing {i} ?" for i in range(5)]

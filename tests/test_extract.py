@@ -182,7 +182,7 @@ def _resid_of(params, config, prompts):
 def test_capture_equals_slicing_forward(tiny):
     config, params, sets, neutral, cap, stats = tiny
     flat = [
-        (ci, s, i, extract._as_prompt(p))
+        (ci, s, i, extract.contrast._as_prompt(p))
         for ci, cs in enumerate(sets)
         for s, side in enumerate((cs.positive, cs.negative))
         for i, p in enumerate(side)

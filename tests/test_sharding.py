@@ -140,7 +140,7 @@ def _pipeline(params, config, w):
     half = feats.shape[0] // 2
     sums = jnp.stack([feats[:half].sum(0), feats[half:].sum(0)])[None]  # [1, 2, L, D]
     directions = extract.diff_of_means(sums, jnp.full((1, 2), float(half)))
-    h = extract._resid(params, config, w["tokens"], w["mask"])[layer]
+    h = extract.activations._resid(params, config, w["tokens"], w["mask"])[layer]
     score, proj = sweep.steered_eval(
         params, config, w["tokens"], w["mask"], h, w["vectors"], w["refusal"], w["read_dirs"],
         start_layer=layer, readout=1,
