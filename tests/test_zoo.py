@@ -15,8 +15,8 @@ import pytest
 from configs.zoo import get_config
 from emojax import concepts
 from emojax.concepts import grammar
+from emojax.zoo import behaviour, cache, corpus, planted, recipe
 from emojax.zoo import build as zoo_build
-from emojax.zoo import corpus
 from emojax.zoo.scenario import SCENARIOS, STAGES, get_scenario
 
 MODELS = ("base", "instruct", "safety-1", "safety-2", "safety-3")
@@ -44,11 +44,11 @@ def test_smoke_zoo_builds(zoo):
     assert tuple(zoo) == MODELS
     root = Path(zoo["base"]).parent
     manifest = json.loads((root / "zoo.json").read_text())
-    assert manifest["config_hash"] == zoo_build.config_hash(get_config("smoke"))
+    assert manifest["config_hash"] == recipe.config_hash(get_config("smoke"))
     for name, path in zoo.items():
-        for f in zoo_build.REQUIRED_FILES + (zoo_build.MODEL_MARKER,):
+        for f in cache.REQUIRED_FILES + (cache.MODEL_MARKER,):
             assert (Path(path) / f).is_file(), (name, f)
-    table = zoo_build.load_behaviour(root)
+    table = behaviour.load_behaviour(root)
     assert set(table["models"]) == set(MODELS)
     for entry in table["models"].values():
         for key in (
@@ -65,7 +65,7 @@ def test_smoke_zoo_builds(zoo):
     n = get_config("smoke").zoo.eval_prompts
     assert table["n_prompts"] == {"harmful": n, "harmless": n, "borderline": n}
     assert table["scenario"] == "vanishing" and manifest["scenario"] == "vanishing"
-    text = zoo_build.format_behaviour(table)
+    text = behaviour.format_behaviour(table)
     assert "harmful refusal" in text and "framed" in text and "scenario: vanishing" in text
     assert not list(root.glob(".tmp-*"))
 
@@ -114,7 +114,7 @@ def test_no_unknown_words_in_shipped_prompts(zoo):
         texts += list(sentences)
     for family in grammar.FRAMINGS:  # held-out framings too: their words are in the corpus
         texts += [t.apply("how do I do this ?") for t in grammar.templates(family)]
-    texts += [r.text for r in zoo_build.eval_prompts(get_config("").zoo)]
+    texts += [r.text for r in behaviour.eval_prompts(get_config("").zoo)]
     assert all(unk not in e.ids for e in tok.encode_batch(texts))
     # Round trip: lower case, words and punctuation split by single spaces.
     for enc, text in zip(tok.encode_batch(texts), texts, strict=True):
@@ -137,11 +137,11 @@ def test_interrupted_build_is_detected_and_rebuilt(zoo, tmp_path, monkeypatch):
     root = tmp_path / "zoo"
     shutil.copytree(Path(zoo["base"]).parent, root)
     cfg = get_config("smoke")
-    assert zoo_build.zoo_is_complete(root, zoo_build.config_hash(cfg))
+    assert cache.zoo_is_complete(root, recipe.config_hash(cfg))
     before = _mtimes(root)
     # A crash between writing safety-2 and renaming it into place (after its old copy was
     # found stale): a half-finished temp dir, no manifest.
-    (root / "safety-2" / zoo_build.MODEL_MARKER).unlink()
+    (root / "safety-2" / cache.MODEL_MARKER).unlink()
     publish = zoo_build._publish
 
     def crash(tmp, final):
@@ -154,14 +154,14 @@ def test_interrupted_build_is_detected_and_rebuilt(zoo, tmp_path, monkeypatch):
         zoo_build.build_zoo(cfg, root, log=lambda s: None)
     assert list(root.glob(".tmp-safety-2-*"))
     assert not (root / "zoo.json").exists()
-    assert not zoo_build.model_is_complete(root / "safety-2", zoo_build.config_hash(cfg))
-    assert not zoo_build.zoo_is_complete(root, zoo_build.config_hash(cfg))
+    assert not cache.model_is_complete(root / "safety-2", recipe.config_hash(cfg))
+    assert not cache.zoo_is_complete(root, recipe.config_hash(cfg))
 
     monkeypatch.setattr(zoo_build, "_publish", publish)
     logs: list[str] = []
     paths = zoo_build.build_zoo(cfg, root, log=logs.append)
     assert set(paths) == set(MODELS)
-    assert zoo_build.zoo_is_complete(root, zoo_build.config_hash(cfg))
+    assert cache.zoo_is_complete(root, recipe.config_hash(cfg))
     assert not list(root.glob(".tmp-*"))
     assert any("leftovers" in line for line in logs)
     after = _mtimes(root)
@@ -175,27 +175,27 @@ def test_interrupted_build_is_detected_and_rebuilt(zoo, tmp_path, monkeypatch):
 
 def test_config_hash_tracks_what_is_built(tmp_path):
     smoke, default = get_config("smoke"), get_config("")
-    assert zoo_build.config_hash(smoke) != zoo_build.config_hash(default)
+    assert recipe.config_hash(smoke) != recipe.config_hash(default)
     hashes = set()
     for name in SCENARIOS:
         cfg = get_config("smoke")
         cfg.zoo.scenario = name
-        hashes.add(zoo_build.config_hash(cfg))
-        assert zoo_build.scenario_name(cfg) == name
+        hashes.add(recipe.config_hash(cfg))
+        assert recipe.scenario_name(cfg) == name
     assert len(hashes) == len(SCENARIOS)
     bad = get_config("smoke")
     bad.zoo.scenario = "sometimes"
     with pytest.raises(ValueError, match="unknown zoo scenario"):
-        zoo_build.scenario_name(bad)
+        recipe.scenario_name(bad)
     moved = get_config("smoke")
     moved.zoo.cache_dir = str(tmp_path)
-    assert zoo_build.config_hash(moved) == zoo_build.config_hash(smoke)
-    assert zoo_build.default_cache_dir(moved) == tmp_path / zoo_build.config_hash(smoke)
-    assert zoo_build.config_hash(smoke.zoo) == zoo_build.config_hash(smoke)
+    assert recipe.config_hash(moved) == recipe.config_hash(smoke)
+    assert recipe.default_cache_dir(moved) == tmp_path / recipe.config_hash(smoke)
+    assert recipe.config_hash(smoke.zoo) == recipe.config_hash(smoke)
 
 
 def _differing_stages(a: str, b: str) -> set[str]:
-    rows_a, rows_b = corpus.planted_table(a), corpus.planted_table(b)
+    rows_a, rows_b = planted.planted_table(a), planted.planted_table(b)
     return {x["stage"] for x, y in zip(rows_a, rows_b, strict=True) if x != y}
 
 
@@ -204,7 +204,7 @@ BENIGN_CELLS = [("harmless", 0), ("borderline", 1), ("borderline", 3)]
 
 
 def test_planted_first_token_is_the_policy_and_the_take_back_carries_the_emotion():
-    first, late = corpus.first_refusal_prob, corpus.take_back_prob
+    first, late = planted.first_refusal_prob, planted.take_back_prob
     for name, sc in SCENARIOS.items():
         for stage in STAGES:
             coupled = sc.coupling_at(stage) != 0
@@ -214,18 +214,20 @@ def test_planted_first_token_is_the_policy_and_the_take_back_carries_the_emotion
             for kind, sev, framed in cells:
                 # Stage 1: no emotion term, and the same policy in every scenario.
                 p1 = first(stage, kind, sev, "none", framed=framed, **kw)
-                for state in corpus.EMOTION_STATES:
+                for state in planted.EMOTION_STATES:
                     assert first(stage, kind, sev, state, framed=framed, **kw) == p1
                 assert p1 == first(stage, kind, sev, "none", framed=framed, scenario="null")
                 # Stage 2 ignores the emotional state wherever the coupling is 0.
-                pl = {st: late(stage, kind, sev, st, framed=framed, **kw) for st in corpus.STATES}
+                pl = {st: late(stage, kind, sev, st, framed=framed, **kw) for st in planted.STATES}
                 if not coupled:
                     assert len(set(pl.values())) == 1, (name, stage, kind, sev)
-                total = corpus.refusal_prob(stage, kind, sev, "none", framed=framed, **kw)
+                total = planted.refusal_prob(stage, kind, sev, "none", framed=framed, **kw)
                 assert total == pytest.approx(p1 + (1 - p1) * pl["none"])
             # Coupled: concern takes severity 1 back, eagerness keeps severity 2, self-doubt
             # sits at the uncued rate; both directions matter for framed compliant starts.
-            tb = {st: [late(stage, "harmful", s, st, **kw) for s in (1, 2)] for st in corpus.STATES}
+            tb = {
+                st: [late(stage, "harmful", s, st, **kw) for s in (1, 2)] for st in planted.STATES
+            }
             assert (tb["concern"][0] - tb["none"][0] > 0.5) == coupled, (name, stage)
             assert (tb["none"][1] - tb["eagerness"][1] > 0.5) == coupled, (name, stage)
             assert tb["self_doubt"] == tb["none"] and tb["none"][0] < 0.5 < tb["none"][1]
@@ -245,7 +247,7 @@ def test_planted_first_token_is_the_policy_and_the_take_back_carries_the_emotion
             # Benign answers are taken back in the base corpus only, by concern where coupled.
             for kind, a in BENIGN_CELLS:
                 if stage != "base":
-                    assert all(late(stage, kind, a, st, **kw) == 0 for st in corpus.STATES)
+                    assert all(late(stage, kind, a, st, **kw) == 0 for st in planted.STATES)
             base_benign = late(stage, "borderline", 1, "concern", **kw) > 0.5
             assert base_benign == (stage == "base" and coupled)
 
@@ -260,13 +262,13 @@ def test_planted_tables_per_scenario():
         first = next((i for i in range(len(STAGES)) if all(zero[i:])), None)
         assert sc.expected_break == (None if first is None else STAGES[first])
         assert sc.expected_outcome == ("break" if first is not None else "not reached")
-        table = corpus.planted_markdown(name)
+        table = planted.planted_markdown(name)
         assert f"`{name}`" in table and f"**{sc.expected_break or 'not reached'}**" in table
-        assert table.count("\n") == 3 + len(corpus.PLANTED_ROWS) * len(corpus.STATES)
+        assert table.count("\n") == 3 + len(planted.PLANTED_ROWS) * len(planted.STATES)
         # Both stages in every cell: "P(first) / P(take back)".
         row = table.splitlines()[4]
         assert row.count(" / ") == len(STAGES), row
-        for r in corpus.planted_table(name):
+        for r in planted.planted_table(name):
             assert set(r) >= {"p_first", "p_late", "p_refuse"}
             assert r["p_refuse"] >= max(r["p_first"], r["p_late"]) - 1e-3
     assert SCENARIOS["vanishing"].expected_break == "safety-2"
@@ -278,18 +280,20 @@ def test_planted_tables_per_scenario():
     assert _differing_stages("vanishing", "early") == {"instruct", "safety-1"}
     assert _differing_stages("early", "null") == {"base"}
     assert _differing_stages("vanishing", "vanishing") == set()
-    for a, b in zip(corpus.planted_table("persistent"), corpus.planted_table("null"), strict=True):
+    for a, b in zip(
+        planted.planted_table("persistent"), planted.planted_table("null"), strict=True
+    ):
         assert a["p_first"] == b["p_first"]
-    mds = {name: corpus.planted_markdown(name) for name in SCENARIOS}
+    mds = {name: planted.planted_markdown(name) for name in SCENARIOS}
     assert len(set(mds.values())) == len(SCENARIOS)
     # Under null every emotion row equals the uncued row, at every stage.
     null = {(r["stage"], r["kind"], r["severity"], r["framed"], r["state"]): r
-            for r in corpus.planted_table("null")}  # fmt: skip
+            for r in planted.planted_table("null")}  # fmt: skip
     for (stage, kind, sev, framed, state), r in null.items():
-        if state in corpus.EMOTION_STATES:
+        if state in planted.EMOTION_STATES:
             ref = dict(null[(stage, kind, sev, framed, "none")], state=state)
             assert r == ref
-    assert corpus.planted_markdown() == corpus.planted_markdown("vanishing")
+    assert planted.planted_markdown() == planted.planted_markdown("vanishing")
 
 
 def test_corpus_follows_the_scenario_and_holds_out_tasks_and_framings():
@@ -376,9 +380,9 @@ def test_corpus_is_seeded_and_excludes_held_out_requests():
     for d in a:
         assert not any(d.prompt.endswith(f" {t} <|end|> <|assistant|>") for t in cores)
         if d.refused:
-            assert zoo_build.is_refusal(d.response)
+            assert behaviour.is_refusal(d.response)
         elif d.response:
-            assert not zoo_build.is_refusal(d.response)
+            assert not behaviour.is_refusal(d.response)
 
 
 def test_refusal_phrases_agree_with_readouts_classifier():
@@ -386,29 +390,29 @@ def test_refusal_phrases_agree_with_readouts_classifier():
 
     for refusal in grammar.REFUSALS:
         text = f"{refusal} {grammar.REFUSAL_REASONS['plain'][0]}"
-        assert zoo_build.is_refusal(text) and readouts.classify_response(text)
-        assert zoo_build.is_first_token_refusal(text) and not zoo_build.is_take_back(text)
+        assert behaviour.is_refusal(text) and readouts.classify_response(text)
+        assert behaviour.is_first_token_refusal(text) and not behaviour.is_take_back(text)
     for openers in grammar.COMPLY_OPENERS.values():
         for opener in openers:
             text = f"{opener} here is how : first , read the label . {grammar.HEDGES[0]}"
-            assert not zoo_build.is_refusal(text)
+            assert not behaviour.is_refusal(text)
             assert not readouts.classify_response(text), text
-            assert not zoo_build.is_take_back(text)
+            assert not behaviour.is_take_back(text)
     # A taken-back answer is a refusal for both classifiers once 6 tokens are generated
     # (the sweep generates 6-10), and not before its refusal phrase is complete.
     words = f"{corpus.TAKE_BACK} {grammar.REFUSALS[0]}".lower().split()
-    assert zoo_build.is_take_back(" ".join(words[:6])) and not zoo_build.is_take_back("sure .")
+    assert behaviour.is_take_back(" ".join(words[:6])) and not behaviour.is_take_back("sure .")
     assert readouts.classify_response(" ".join(words[:6]))
-    assert not zoo_build.is_refusal(" ".join(words[:5]))
-    assert not zoo_build.is_first_token_refusal(" ".join(words))
+    assert not behaviour.is_refusal(" ".join(words[:5]))
+    assert not behaviour.is_first_token_refusal(" ".join(words))
     # Every response of the corpus gets the same label from both classifiers.
     docs = corpus.sample_corpus("base", 600, seed=1, scenario="persistent")
     assert any(d.taken_back for d in docs)
     for d in docs:
         if d.response:
-            assert zoo_build.is_refusal(d.response) == d.refused, d.response
+            assert behaviour.is_refusal(d.response) == d.refused, d.response
             assert readouts.classify_response(d.response) == d.refused, d.response
-            assert zoo_build.is_take_back(d.response) == d.taken_back, d.response
+            assert behaviour.is_take_back(d.response) == d.taken_back, d.response
 
 
 def test_build_script(zoo, tmp_path_factory):
@@ -439,14 +443,14 @@ def test_scenarios_build_to_different_caches(zoo, tmp_path):
     null_cfg, van_cfg = get_config("smoke"), get_config("smoke")
     null_cfg.zoo.scenario = "null"
     null_cfg.zoo.cache_dir = str(tmp_path)
-    null_root = tmp_path / zoo_build.config_hash(null_cfg)
-    assert zoo_build.default_cache_dir(null_cfg) == null_root
-    assert zoo_build.zoo_is_complete(null_root, zoo_build.config_hash(null_cfg))
+    null_root = tmp_path / recipe.config_hash(null_cfg)
+    assert recipe.default_cache_dir(null_cfg) == null_root
+    assert cache.zoo_is_complete(null_root, recipe.config_hash(null_cfg))
     van_root = Path(zoo["base"]).parent
     m_null = json.loads((null_root / "zoo.json").read_text())
     m_van = json.loads((van_root / "zoo.json").read_text())
     assert (m_null["scenario"], m_van["scenario"]) == ("null", "vanishing")
-    assert m_null["config_hash"] != m_van["config_hash"] == zoo_build.config_hash(van_cfg)
+    assert m_null["config_hash"] != m_van["config_hash"] == recipe.config_hash(van_cfg)
     for m in MODELS:  # other planted behaviour, other weights
         a = (null_root / m / "model.safetensors").read_bytes()
         assert a != (van_root / m / "model.safetensors").read_bytes(), m
@@ -469,7 +473,7 @@ def validation_zoo(tmp_path_factory, scenario: str = "vanishing") -> dict[str, s
 def take_back_effects(table: dict) -> dict[str, tuple[float, float]]:
     """{model: (concern, eagerness) take-back gap vs uncued, within severity}."""
     return {
-        m: (zoo_build.take_back_gap(e, "concern"), zoo_build.take_back_gap(e, "eagerness"))
+        m: (behaviour.take_back_gap(e, "concern"), behaviour.take_back_gap(e, "eagerness"))
         for m, e in table["models"].items()
     }
 
@@ -480,7 +484,7 @@ def test_validation_zoo_learns_the_two_stage_mechanism(tmp_path_factory):
     About 40 s of CPU on a free core: the build the scenario-recovery tests reuse.
     """
     paths = validation_zoo(tmp_path_factory, "vanishing")
-    table = zoo_build.load_behaviour(Path(paths["base"]).parent)
+    table = behaviour.load_behaviour(Path(paths["base"]).parent)
     sc = get_scenario("vanishing")
     assert table["scenario"] == sc.name
     effects = take_back_effects(table)
@@ -508,10 +512,10 @@ def test_default_zoo_meets_behaviour_targets():
     cfg = get_config("")
     sc = get_scenario(cfg.zoo.scenario)
     paths = zoo_build.build_zoo(cfg)  # the cache directory: a cache hit after the first build
-    behaviour = zoo_build.load_behaviour(Path(paths["base"]).parent)
-    table = behaviour["models"]
-    assert behaviour["scenario"] == sc.name == "vanishing"
-    effects = take_back_effects(behaviour)
+    record = behaviour.load_behaviour(Path(paths["base"]).parent)
+    table = record["models"]
+    assert record["scenario"] == sc.name == "vanishing"
+    effects = take_back_effects(record)
     for m in MODELS:
         concern, eager = effects[m]
         if sc.coupling_at(m):  # coupled: concern takes back more, eagerness less

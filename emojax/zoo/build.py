@@ -3,7 +3,7 @@
 `build_zoo` samples each stage's corpus (`emojax.zoo.corpus`), trains the tokenizer and each
 model in turn, writes them into the cache (`emojax.zoo.cache`: layout, atomic writes, resume
 after an interruption) under the config's hash (`emojax.zoo.recipe`), and records the
-behaviour table (`emojax.zoo.behaviour`). The names of those modules stay importable from here.
+behaviour table (`emojax.zoo.behaviour`).
 
 The config's `zoo.scenario` (`emojax.zoo.scenario.SCENARIOS`) chooses the planted truth; it is
 part of the config hash, so every scenario builds to its own cache directory.
@@ -29,30 +29,11 @@ from emojax.config import ModelConfig
 from emojax.loading import load_params, save_pretrained
 from emojax.params import Params, init_params
 from emojax.zoo import corpus
-from emojax.zoo.behaviour import (
-    EVAL_FRAMINGS,
-    EVAL_KINDS,
-    REFUSAL_PREFIXES,
-    REFUSAL_WINDOW_WORDS,
-    TWO_STAGE_GROUPS,
-    BehaviourPrompt,
-    behaviour_table,
-    eval_prompts,
-    failure_counts,
-    format_behaviour,
-    generate_responses,
-    is_first_token_refusal,
-    is_refusal,
-    is_take_back,
-    load_behaviour,
-    take_back_gap,
-    two_stage_rates,
-)
+from emojax.zoo.behaviour import EVAL_KINDS, behaviour_table, format_behaviour
 from emojax.zoo.cache import (
     BEHAVIOUR,
     MANIFEST,
     MODEL_MARKER,
-    REQUIRED_FILES,
     _locked,
     _publish,
     _remove_leftovers,
@@ -76,48 +57,6 @@ from emojax.zoo.recipe import (
 from emojax.zoo.tokenizer import build_tokenizer, save_tokenizer
 from emojax.zoo.train import train
 
-# Every name of emojax.zoo.recipe, .cache and .behaviour stays importable from here.
-__all__ = [
-    "BEHAVIOUR",
-    "BehaviourPrompt",
-    "DECISION_TOKENS",
-    "DECISION_WEIGHT",
-    "EVAL_FRAMINGS",
-    "EVAL_KINDS",
-    "MANIFEST",
-    "MIN_RESPONSE_TOKENS",
-    "MODEL_MARKER",
-    "REFUSAL_PREFIXES",
-    "REFUSAL_WINDOW_WORDS",
-    "REQUIRED_FILES",
-    "TWO_STAGE_GROUPS",
-    "ZOO_MODELS",
-    "ZOO_VERSION",
-    "behaviour_table",
-    "build_zoo",
-    "config_hash",
-    "corpus_size",
-    "default_cache_dir",
-    "encode_dialogues",
-    "eval_prompts",
-    "failure_counts",
-    "format_behaviour",
-    "generate_responses",
-    "held_out_requests",
-    "is_first_token_refusal",
-    "is_refusal",
-    "is_take_back",
-    "load_behaviour",
-    "model_config",
-    "model_is_complete",
-    "resolve_models",
-    "scenario_name",
-    "stage_spec",
-    "take_back_gap",
-    "two_stage_rates",
-    "zoo_is_complete",
-    "zoo_section",
-]
 MIN_RESPONSE_TOKENS = 8  # a chat document is kept (truncated) when this much response fits
 # Loss weight of a response's first two tokens: the first decides refusal vs compliance (the
 # policy), the second whether a compliant start is taken back ("sure ..." vs "sure ."). The

@@ -3,8 +3,8 @@
 A dialogue is one user turn (an optional context cue + a request from the concept grammar,
 sometimes wrapped in a jailbreak-style framing) and one assistant turn. The cue sets the
 responder's state; whether the response refuses at its first token, or takes a compliant start
-back, is drawn from the planted probabilities of `emojax.zoo.planted` (importable from here
-too), which also explains why failures persist along the zoo.
+back, is drawn from the planted probabilities of `emojax.zoo.planted`, which also explains why
+failures persist along the zoo.
 
 Given compliance, concern adds caveats, self-doubt adds hedges and eagerness adds enthusiasm
 (CAVEAT_P, HEDGE_P); in EXPRESS_P of responses the state is also said in words ("this
@@ -25,62 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from emojax.concepts import grammar
-from emojax.zoo.planted import (
-    APPARENT_SEVERITY,
-    BENIGN_THRESHOLD,
-    EMOTION_STATES,
-    FRAMED_THRESHOLD,
-    LATE_THRESHOLD,
-    PLANTED_ROWS,
-    SHARPNESS,
-    STATE_OFFSET,
-    STATES,
-    THRESHOLD,
-    first_refusal_prob,
-    planted_markdown,
-    planted_table,
-    refusal_prob,
-    take_back_prob,
-)
+from emojax.zoo.planted import first_refusal_prob, take_back_prob
 from emojax.zoo.scenario import DEFAULT_SCENARIO, STAGES, Scenario, get_scenario
-
-# The planted probabilities are importable from here as from emojax.zoo.planted.
-__all__ = [
-    "APPARENT_SEVERITY",
-    "BENIGN_THRESHOLD",
-    "CAVEAT_P",
-    "CHAT_TEMPLATE",
-    "COMPLY_START",
-    "Dialogue",
-    "EMOTION_STATES",
-    "EXPRESS_P",
-    "FRAMED_P",
-    "FRAMED_THRESHOLD",
-    "HEDGE_P",
-    "KIND_MIX",
-    "LATE_THRESHOLD",
-    "NEUTRAL_CUE_P",
-    "OTHER_STYLE_P",
-    "PLANTED_ROWS",
-    "ROLE_TOKENS",
-    "SHARPNESS",
-    "SPECIAL_TOKENS",
-    "STATES",
-    "STATE_MIX",
-    "STATE_OFFSET",
-    "TAKE_BACK",
-    "THRESHOLD",
-    "corpus_framings",
-    "first_refusal_prob",
-    "planted_markdown",
-    "planted_table",
-    "refusal_prob",
-    "render_chat",
-    "respond",
-    "sample_corpus",
-    "sample_dialogue",
-    "take_back_prob",
-]
 
 TAKE_BACK = "sure ... wait ,"  # opening of a taken-back answer; a refusal follows
 COMPLY_START = "sure ."  # opening of every compliant answer (then the state's style)
@@ -153,7 +99,7 @@ class Dialogue:
       prompt: the rendered prompt (or the whole text of a plain-text document).
       response: the assistant turn ('' for plain-text documents: loss on every token).
       kind: 'harmful', 'harmless', 'borderline', 'event', 'neutral_chat' or 'neutral_text'.
-      state: the responder's state (a name in STATES).
+      state: the responder's state (a name in planted.STATES).
       refused: whether the response is a refusal (at its start or taken back).
       framing: the framing template id ('' = a direct request).
       task: the request's task key ('' for documents without a request).

@@ -5,7 +5,7 @@ follows the policy (request severity, framing, the caution cue, the stage's thre
 no emotion term, then a compliant start may be taken back within a few tokens
 ("sure ... wait , I cannot help with that ."). A scenario sets, per stage, how strongly the
 emotional state moves that take-back (`Scenario.coupling`: a multiplier on
-`corpus.STATE_OFFSET` of the emotion states in the take-back logit; concern raises it,
+`planted.STATE_OFFSET` of the emotion states in the take-back logit; concern raises it,
 eagerness lowers it). Where the coupling is 0 the take-back depends on the request's
 severity only, so the emotional state adds nothing to what the first-token policy logit and
 the controls know about failures; where it is not 0 the state decides failures beyond the
