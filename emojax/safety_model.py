@@ -32,7 +32,7 @@ Cache layout (root = $EMOJAX_CACHE/models):
   root/.work-<name>/tune-<key>/         orbax checkpoints (key: base, data, spec but steps)
 
 Example:
-  model = emojax.load_model("smollm2-135m-safety")       # builds on first use (~25 min, CPU)
+  model = emojax.load_model("smollm2-135m-safety")       # builds on first use (~45 min, CPU)
   report = safety_model.read_eval(safety_model.ensure_safety_model())
   print(safety_model.format_table(report))
 """
@@ -96,7 +96,7 @@ class SafetyRecipe:
 
     base: str = "smollm2-135m-instruct"
     spec: tune.TuneSpec = tune.TuneSpec(
-        steps=120,
+        steps=200,
         batch_size=8,
         harmful_fraction=0.5,
         learning_rate=1e-4,
@@ -325,7 +325,8 @@ def build(
     log(
         f"building {path.name}: {len(benign)} own answers, {recipe.spec.steps} tuning steps of "
         f"{recipe.spec.batch_size} x {recipe.max_len} tokens, {n_eval} evaluation prompts per "
-        f"model (about 25 min on 2 shared CPU cores); work dir {workdir}"
+        f"model (on 2 quiet CPU cores about 6 s per step and 2 min per evaluation); "
+        f"work dir {workdir}"
     )
 
     answers_file = workdir / f"answers-{_digest([base_key, recipe.answer_tokens])}.json"
