@@ -126,10 +126,12 @@ def test_recipe_builds_evaluates_and_is_deterministic(tiny, sets, cache, tmp_pat
     )
     assert path == str(cache / "tiny-safety") and safety_model.is_built(path)
     assert any("tune step 4/4" in m and "ETA" in m for m in logs)
-    assert any("own answers 6/6" in m for m in logs)
+    n_benign = RECIPE.n_answers + RECIPE.n_longform_answers
+    assert any(f"own answers {n_benign}/{n_benign}" in m for m in logs)
     report = safety_model.read_eval(path)
-    assert report["data"]["harmful"] == 540
-    assert report["data"]["benign"] + report["data"]["benign_dropped"] == 6
+    harmful = [p for p in safety_model.training_prompts(RECIPE) if p.kind == "harmful"]
+    assert report["data"]["harmful"] == len(harmful) > 540  # grammar + long-form requests
+    assert report["data"]["benign"] + report["data"]["benign_dropped"] == n_benign
     assert report["tune_steps_run"] == 4 and report["cached"] == {
         "answers": False,
         "eval_base": False,
@@ -314,12 +316,14 @@ def test_refused_own_answers_are_answered_again_from_the_prefill(tiny, sets, tmp
     work = tmp_path / "work"  # shared: the second build reuses answers and the base's eval
     report = safety_model.build(tmp_path / "m", RECIPE, base_model=tiny, sets=sets,
                                 workdir=work, log=None)  # fmt: skip
-    assert report["data"]["benign_prefilled"] == 3 and report["data"]["benign_dropped"] == 3
-    assert report["data"]["benign"] == 3 and len(firsts) == 6
+    n_benign = RECIPE.n_answers + RECIPE.n_longform_answers
+    half = n_benign // 2
+    assert report["data"]["benign_prefilled"] == half and report["data"]["benign_dropped"] == half
+    assert report["data"]["benign"] == half and len(firsts) == n_benign
     no_prefill = dataclasses.replace(RECIPE, prefill="")
     report = safety_model.build(tmp_path / "n", no_prefill, base_model=tiny, sets=sets,
                                 workdir=work, log=None)  # fmt: skip
-    assert report["data"]["benign_prefilled"] == 0 and report["data"]["benign_dropped"] == 6
+    assert report["data"]["benign_prefilled"] == 0 and report["data"]["benign_dropped"] == n_benign
 
 
 def test_training_prompts_add_every_longform_harmful_and_the_sampled_harmless():
