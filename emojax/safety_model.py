@@ -91,6 +91,9 @@ class SafetyRecipe:
         continuation of it, e.g. "Sure"); only those still refused are left out.
       eval_tokens: greedy tokens per evaluation response.
       harmbench_stride: every k-th HarmBench behaviour is evaluated (plain and framed).
+      harmbench_offset: the first of them. 1: the odd lines, which nobody read while writing
+        the tuning data (the long-form kinds were extended after reading the tuned model's
+        misses on the even lines, so those are no longer a clean held-out set).
       benign_stride: every k-th test-split harmless / borderline request is evaluated.
     """
 
@@ -115,6 +118,7 @@ class SafetyRecipe:
     prefill: str = "Sure"
     eval_tokens: int = 48
     harmbench_stride: int = 2
+    harmbench_offset: int = 1
     benign_stride: int = 3
 
 
@@ -171,10 +175,10 @@ def _sample(prompts: list[EvalPrompt], n: int, seed: str) -> list[EvalPrompt]:
 
 def eval_sets(recipe: SafetyRecipe = RECIPE) -> dict[str, list[EvalPrompt]]:
     """Held-out evaluation prompts: HarmBench plain / jailbreak-framed, harmless, borderline."""
-    k, b = recipe.harmbench_stride, recipe.benign_stride
+    k, o, b = recipe.harmbench_stride, recipe.harmbench_offset, recipe.benign_stride
     return {
-        "harmbench": redteam.load_harmbench()[::k],
-        "harmbench_jailbreak": redteam.load_harmbench(framing=concepts.JAILBREAK)[::k],
+        "harmbench": redteam.load_harmbench()[o::k],
+        "harmbench_jailbreak": redteam.load_harmbench(framing=concepts.JAILBREAK)[o::k],
         "harmless": concepts.load_eval("harmless", "test", rendering="english")[::b],
         "borderline": concepts.load_eval("borderline", "test", rendering="english")[::b],
     }
