@@ -39,6 +39,7 @@ from conftest import _TINY, hf_greedy, hf_run, jit_forward, left_pad_mask, rando
 import emojax
 from emojax import gguf as egguf
 from emojax import models
+from emojax.benchmark.torch_ref import transformers_gguf_model
 
 Q = gguf.GGMLQuantizationType
 QTYPES = ("F32", "F16", "Q8_0", "Q4_1")
@@ -244,28 +245,6 @@ def dequantized_copy(hf: transformers.PreTrainedModel, qtype: str) -> transforme
     return model
 
 
-def transformers_from_gguf(path: str) -> transformers.PreTrainedModel:
-    """transformers' GGUF reader (`load_gguf_checkpoint`: its config, dequantization and
-    Llama Q/K reverse permutation), without `from_pretrained`'s accelerate requirement."""
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4
-        from transformers.modeling_utils import no_init_weights
-    config = transformers.AutoConfig.for_model(**load_gguf_checkpoint(path)["config"])
-    with no_init_weights():
-        model = transformers.AutoModelForCausalLM.from_config(
-            config, attn_implementation="eager", dtype=torch.float32
-        )
-    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    if missing:
-        model.tie_weights()
-    return model.eval()
-
-
 def emojax_logits(model, tokens, mask=None) -> np.ndarray:
     mask = None if mask is None else jnp.asarray(mask)
     out = jit_forward()(model.params, model.config, jnp.asarray(tokens), attention_mask=mask)
@@ -320,7 +299,7 @@ def test_gguf_logits_equal_the_checkpoint(tiny, tmp_path_factory, arch, qtype):
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_transformers_gguf_reader_agrees(tiny, tmp_path_factory, arch, qtype):
     _, model, path = _get(tiny, arch, qtype, tmp_path_factory)
-    ref = transformers_from_gguf(path)
+    ref = transformers_gguf_model(path)
     tokens = random_tokens(2, 10, seed=4)
     np.testing.assert_allclose(emojax_logits(model, tokens), hf_run(ref, tokens)[0], atol=1e-4)
 
@@ -469,7 +448,7 @@ def smollm2():
     model = emojax.load_model("smollm2-135m-instruct")
     print(f"emojax load: {time.perf_counter() - t0:.1f} s")
     assert model.path == path
-    return model, transformers_from_gguf(path)
+    return model, transformers_gguf_model(path)
 
 
 def chat_batch(tokenizer, prompts) -> tuple[np.ndarray, np.ndarray]:

@@ -130,6 +130,10 @@ def transformers_gguf_model(path: str):
 
     Args:
       path: a .gguf file.
+
+    Raises:
+      ValueError: the reader gave tensors the model does not have, or left any out (a tied
+        output head aside).
     """
     import torch
     import transformers
@@ -145,6 +149,12 @@ def transformers_gguf_model(path: str):
             config, attn_implementation="eager", dtype=torch.float32
         )
     tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    model.load_state_dict(tensors, strict=False)
-    model.tie_weights()
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(
+            f"transformers' GGUF reader gave {path} with missing tensors {sorted(missing)} and "
+            f"unexpected ones {sorted(unexpected)}"
+        )
+    if missing:  # a tied head
+        model.tie_weights()
     return model.eval()
