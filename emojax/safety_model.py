@@ -32,7 +32,7 @@ Cache layout (root = $EMOJAX_CACHE/models):
   root/.work-<name>/tune-<key>/         orbax checkpoints (key: base, data, spec but steps)
 
 Example:
-  model = emojax.load_model("smollm2-135m-safety")       # builds on first use (~45 min, CPU)
+  model = emojax.load_model("smollm2-135m-safety")  # built on first use (45-140 min, 2 cores)
   report = safety_model.read_eval(safety_model.ensure_safety_model())
   print(safety_model.format_table(report))
 """
@@ -270,7 +270,7 @@ def build(
     log(
         f"building {path.name}: {len(benign)} own answers, {recipe.spec.steps} tuning steps of "
         f"{recipe.spec.batch_size} x {recipe.max_len} tokens, {n_eval} evaluation prompts per "
-        f"model (on 2 quiet CPU cores about 6 s per step and 2 min per evaluation); "
+        f"model (2 quiet CPU cores: 6-25 s per step, 2-12 min per evaluation, by the CPU); "
         f"work dir {workdir}"
     )
 
