@@ -222,32 +222,41 @@ def write_outputs(
 
 
 def break_sentence(brk: BreakPoint, margins: dict[str, float], kappa: float) -> str:
-    """One paragraph: the break rule's outcome, in words."""
+    """One paragraph: the break rule's outcome, in words, with what it rests on."""
+    share = lambda x: f"{100 * x:.1f} %"
+    types = "; ".join(
+        f"{t.replace('_', ' ')}: {v['outcome']}" + (f" at {v['label']}" if v["label"] else "")
+        for t, v in brk.per_type.items()
+    )
     rule = (
-        "the upper 95 % bound of every estimable Δ (Δ_mon and Δ_steer, per failure type) lies "
-        f"below its margin (Δ_mon < {margins['delta_mon']:g} AUROC, Δ_steer < "
-        f"{margins['delta_steer']:g} failure rate at KL budget κ = {kappa:g})"
+        f"every required Δ ({', '.join(brk.required)}) is vanished (upper 95 % bound below its "
+        f"margin) or its failures are eliminated (rate's upper bound below {brk.floor:g}); "
+        f"Δ_steer read at KL budget κ = {kappa:g}"
+    )
+    tail = (
+        f" Per failure type: {types}. 95 % interval (request bootstrap, same rule): "
+        f"{brk.interval[0]} … {brk.interval[1]}; a break in {share(brk.reached_fraction)} of "
+        f"resamples."
     )
     if brk.outcome == "break":
         return (
             f"Emotion-based monitoring and steering stop adding safety value over the "
-            f"non-emotional controls at **{brk.label}**: from there on, {rule}. "
-            f"95 % interval (request bootstrap): {brk.interval[0]} … {brk.interval[1]}; "
-            f"a break exists in {100 * brk.reached_fraction:.0f} % of resamples."
+            f"non-emotional controls at **{brk.label}**: from there on, {rule}." + tail
         )
     if brk.outcome == "failures eliminated first":
         return (
-            "**Failures eliminated first**: the policy removed (almost) every failure before "
-            f"emotion value vanished, so the later points have nothing to estimate ({rule} "
-            "never held at the estimable points). This is not counted as Δ = 0. "
-            f"95 % interval: {brk.interval[0]} … {brk.interval[1]}."
+            f"**Failures eliminated first** (at {brk.label}): the policy removed the failures "
+            "before emotion value was shown to vanish." + tail
+        )
+    if brk.outcome == "insufficient data":
+        return (
+            "**Insufficient data**: a required Δ is undetermined (not estimable, or its "
+            "interval straddles the margin) where the rule needs it, so no break and no "
+            "'not reached' can be stated." + tail
         )
     return (
-        "**Not reached** on this axis: it is not true that from some point on " + rule + ". "
-        "At the last estimable point some Δ's upper bound is still above its margin (value "
-        "left, or too little data to confirm the margin: see the power table). 95 % interval: "
-        f"{brk.interval[0]} … {brk.interval[1]}; a break exists in "
-        f"{100 * brk.reached_fraction:.0f} % of resamples."
+        "**Not reached** on this axis: at the last point a required Δ is still present (its "
+        "interval excludes 0 and its upper bound is not below the margin)." + tail
     )
 
 
