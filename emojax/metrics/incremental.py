@@ -137,13 +137,17 @@ def _design(
     num_folds: int,
     num_splits: int,
     seed: int,
+    request_weights: np.ndarray | None = None,
 ) -> _CrossFit:
     if weights is None:
         weights = stats.request_draws(num_requests, num_draws, seed)
     weights = np.asarray(weights, np.float64)
     if weights.ndim != 2 or weights.shape[1] != num_requests:
         raise ValueError(f"weights must be [R, {num_requests}], got {weights.shape}")
-    full = np.vstack([np.ones((1, num_requests)), weights])
+    first = np.ones(num_requests) if request_weights is None else np.asarray(request_weights)
+    if first.shape != (num_requests,) or not np.all(first >= 0):
+        raise ValueError(f"request_weights must be [{num_requests}] and >= 0")
+    full = np.vstack([first[None].astype(np.float64), weights])
     folds = np.stack(
         [stats.grouped_folds(num_requests, num_folds, (seed, s)) for s in range(num_splits)]
     )
@@ -194,6 +198,7 @@ def delta_steer(
     zero_emotion: int = 0,
     tolerance: float | None = None,
     num_draws: int = 1000,
+    request_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Cross-fitted Δ_steer of one failure type at KL budget κ, with a cluster bootstrap.
 
@@ -227,18 +232,23 @@ def delta_steer(
       zero_emotion: index of the emotion arm's unsteered cell.
       tolerance: allowed rise of the other type's rate; no constraint when None.
       num_draws: R when ``weights`` is None.
+      request_weights: [U] weight of each request in the full-data estimate (1 when None):
+        the population weights of a stratified sample (`emojax.pipeline.stratify`). With
+        stratification, ``weights`` carry the draws' effective weights too (multiplicity x
+        that draw's stratum weight), so every rate is reweighted to the point's population.
 
     Returns:
       ``estimate``, ``lo``, ``hi`` (centred interval, `stats.centred_interval`),
       ``samples`` [R], ``controls_rate``, ``emotion_rate`` (held-out failure rates),
-      ``unsteered_rate``, ``half_width_hi = hi − estimate`` (the smallest margin this data
-      could confirm if the truth were 0), ``num_requests`` (requests with prompts of this
+      ``unsteered_rate`` (reweighted) and its draws ``unsteered_samples`` [R],
+      ``half_width_hi = hi − estimate`` (the smallest margin this data could confirm if the
+      truth were 0), ``num_requests`` (requests with prompts of this
       type), ``num_requests_with_failure`` (of them, those with a failure unsteered),
       ``controls_samples``/``emotion_samples`` [R], ``chosen_controls``/``chosen_emotion``
       [S, K] (the full-data choice per split and fold).
     """
     request = np.asarray(request)
-    design = _design(num_requests, weights, num_draws, num_folds, num_splits, seed)
+    design = _design(num_requests, weights, num_draws, num_folds, num_splits, seed, request_weights)
     n = cluster_sums(np.ones(len(request)), request, num_requests)
     s_c = cluster_sums(fail_controls, request, num_requests)
     s_e = cluster_sums(fail_emotion, request, num_requests)
@@ -257,6 +267,8 @@ def delta_steer(
     lo, hi = stats.centred_interval(estimate, samples, level)
     has_prompts = n > 0
     failing = (s_c[zero_controls] > 0) & has_prompts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unsteered = (design.weights @ s_c[zero_controls]) / (design.weights @ n)  # [1 + R]
     return {
         "estimate": estimate,
         "lo": float(lo),
@@ -266,7 +278,8 @@ def delta_steer(
         "emotion_rate": float(rate_e[0]),
         "controls_samples": rate_c[1:],
         "emotion_samples": rate_e[1:],
-        "unsteered_rate": float(s_c[zero_controls].sum() / max(n.sum(), 1.0)),
+        "unsteered_rate": float(unsteered[0]),
+        "unsteered_samples": unsteered[1:],
         "half_width_hi": float(hi - estimate),
         "num_requests": int(has_prompts.sum()),
         "num_requests_with_failure": int(failing.sum()),

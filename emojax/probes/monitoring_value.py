@@ -255,7 +255,8 @@ def delta_mon(
     Returns:
       dict: ``estimate``, ``lo``, ``hi``, ``half_width_hi`` (= hi - estimate, the smallest
       margin an equivalence test can confirm), ``samples`` [R] (draws of Δ_mon, NaN where a
-      draw lacks a class), ``auroc_controls``, ``auroc_full``, ``tpr_at_fpr_controls``,
+      draw lacks a class), ``auroc_controls``, ``auroc_full``, ``auroc_controls_samples`` [R]
+      (the relative scale's denominator, `emojax.metrics.scales`), ``tpr_at_fpr_controls``,
       ``tpr_at_fpr_full``, ``oof_logits`` [2, N] (controls, full), ``folds`` [U] (full data),
       ``draw_folds`` [R, U],
       ``num_failing_requests``, ``num_requests`` (present), ``num_failing_prompts``,
@@ -300,6 +301,7 @@ def delta_mon(
         "samples": samples,
         "auroc_controls": float(out["auroc"][0, 0]),
         "auroc_full": float(out["auroc"][0, 1]),
+        "auroc_controls_samples": out["auroc"][1:, 0].astype(np.float64),
         "tpr_at_fpr_controls": float(out["tpr_at_fpr"][0]),
         "tpr_at_fpr_full": float(out["tpr_at_fpr"][1]),
         "oof_logits": out["oof"][0],
