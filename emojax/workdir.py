@@ -17,12 +17,18 @@ A run's work directory holds the outputs of one resolved config:
   plus the script's own flags), claim it with `start_on_writer`, and run under `run_main`:
   a user error (`is_user_error`: a bad workdir, checkpoint, dataset, config or argument)
   prints one line, `error: <message>`, and exits 2; any other exception keeps its traceback.
+* So does every config error met while the flags are parsed (`_parse_flags`): a bad flag
+  value, a missing config file (`configs/smollm2` suggests `configs/smollm2.py`), a
+  directory, an unknown `get_config` variant, an unknown key (`--config.breakpoint.alpha`
+  names `breakpoint.alphas`). Scripts define their config flag with `define_config_file`,
+  which keeps the errors ml_collections raises at import for `run_main` to report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import functools
 import hashlib
 import json
@@ -30,7 +36,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -38,6 +44,9 @@ MARKER = "run.json"  # written first: the config and its fingerprint
 SUMMARY = "summary.json"  # written last: the completion marker
 PREVIOUS_PREFIX = "previous-"  # old outputs moved aside by overwrite=True
 EXCLUDED_KEYS = ("workdir", "overwrite")  # where a run writes is not what it computes
+# The repository holding emojax (and configs/): where a mistyped relative --config is looked
+# up for a suggestion.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class WorkdirError(ValueError):
@@ -365,15 +374,183 @@ def flag_error_line(message: str) -> str:
     return " ".join([head, *lines[last:]]) if last > 0 else head
 
 
-def _parse_flags(argv: Sequence[str]) -> list[str]:
+def config_file_problem(argument: str) -> str | None:
+    """Why `--config=<argument>` names no config file, or None if it names one.
+
+    A path that is missing or a directory; the message says what a relative path was
+    resolved against and suggests the file the user probably meant (`configs/smollm2` ->
+    `configs/smollm2.py`, also under the repository when run from elsewhere).
+
+    Args:
+      argument: the flag's value, `path` or `path:variant`.
+    """
+    path, colon, variant = argument.partition(":")
+    if os.path.isfile(path):
+        return None
+    if not path:
+        return "no config file given"
+    if os.path.isdir(path):
+        return f"config file {path!r} is a directory, not a config file"
+    where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+    names = [path] if path.endswith(".py") else [path, path + ".py"]
+    roots = [""] if os.path.isabs(path) else ["", REPO_ROOT]
+    guesses = (os.path.join(root, name) for root in roots for name in names)
+    found = next((g for g in guesses if os.path.isfile(g)), None)
+    hint = f"; did you mean {found}{colon}{variant}?" if found else ""
+    return f"config file {path!r} does not exist{where}{hint}"
+
+
+def define_config_file(name: str, default: str, help_string: str) -> Any:
+    """`config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)` whose
+    user errors wait for `run_main`.
+
+    Without `--<name>=` on the command line, ml_collections loads `default` and resolves the
+    `--<name>.<key>` overrides when the flag is defined, at import: an unknown key would
+    raise there, before `run_main` can report it. Here such an error (and a missing default
+    file) is kept on the flag, and `run_main` reports it as one `error:` line; the flag is
+    then defined without the overrides. A bug in the config file keeps its traceback.
+
+    Args:
+      name: the flag's name ("config").
+      default: the default config file; pass an absolute path (e.g. relative to the
+        script's own file) so that the script works from any directory.
+      help_string: the flag's help.
+
+    Returns:
+      The flag's `FlagHolder`.
+    """
     from absl import flags
+    from ml_collections import config_flags
 
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        sys.stderr.write(f"error: {flag_error_line(str(e))}\n")
+        return config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+    except flags.Error as e:  # e.g. an override of a field that is None in the config
+        problem = flag_error_line(str(e))
+    except Exception:  # noqa: BLE001 - re-raised unless it is a user error
+        problem = config_file_problem(default)
+        problem = f"flag --{name}={default}: {problem}" if problem else None
+        problem = problem or _override_problem(name, default, sys.argv)
+        if problem is None:
+            raise
+    holder = config_flags.DEFINE_config_file(
+        name, default, help_string, lock_config=True, sys_argv=sys.argv[:1]
+    )
+    flags.FLAGS[name].deferred_error = problem
+    return holder
+
+
+def _config_file_flags() -> list[str]:
+    """Names of the defined config-file flags (`config_flags.DEFINE_config_file`)."""
+    from absl import flags
+    from ml_collections.config_flags.config_flags import ConfigFileFlagParser
+
+    return [n for n in flags.FLAGS if isinstance(flags.FLAGS[n].parser, ConfigFileFlagParser)]
+
+
+def _flag_argument(argv: Sequence[str], name: str) -> str | None:
+    """The value given to `--name` in `argv` (the last one, as absl takes it), or None."""
+    value, args = None, list(argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        m = re.fullmatch(rf"--?{re.escape(name)}(?:=(.*))?", arg, re.DOTALL)
+        if m and m.group(1) is not None:
+            value = m.group(1)
+        elif m and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def _override_problem(name: str, argument: str, argv: Sequence[str]) -> str | None:
+    """The first `--name.<key>` override in `argv` whose key the config `argument` lacks,
+    as "flag --name.<key>: ..." (with the closest existing key); None if every key exists
+    or the config does not load (then the caller's error is not about an override)."""
+    from ml_collections.config_flags.config_flags import ConfigFileFlagParser
+
+    try:
+        config = ConfigFileFlagParser(name, lock_config=False).parse(argument)
+    except Exception:  # noqa: BLE001 - not loadable: the error is not an override's
+        return None
+    if _error_config_problem(name, config):
+        return None
+    pattern = re.compile(rf"-{{1,2}}(?:no)?{re.escape(name)}\.([^=]+)")
+    for arg in argv[1:]:
+        m = pattern.match(arg)
+        key = m.group(1) if m else None
+        problem = key and _missing_key(config, key.split("."))
+        if problem:
+            return f"flag --{name}.{key}: {problem}"
+    return None
+
+
+def _missing_key(config: Any, parts: list[str]) -> str | None:
+    """Why the dotted key `parts` is not a field of `config` (None if it is)."""
+    node = config
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if "[" in part:  # an index into a tuple field: left to ml_collections
+            return None
+        if dataclasses.is_dataclass(node):
+            keys = [f.name for f in dataclasses.fields(node)]
+        elif callable(getattr(node, "keys", None)):
+            keys = list(node.keys())
+        else:
+            return f"{where!r} is {_short(repr(node))}, not a section of the config"
+        if part not in keys:
+            close = difflib.get_close_matches(part, keys, n=1)
+            section = f"section {where!r}" if where else "the config"
+            hint = (f"did you mean {'.'.join([*parts[:i], close[0]])!r}?" if close
+                    else f"its keys: {', '.join(sorted(keys))}")  # fmt: skip
+            return f"{section} has no key {part!r} ({hint})"
+        node = getattr(node, part) if dataclasses.is_dataclass(node) else node[part]
+    return None
+
+
+def _error_config_problem(name: str, value: Any) -> str | None:
+    """The load error of a config flag whose file could not be read (ml_collections keeps it
+    in a placeholder that raises on first use), as one line; None for a loaded config."""
+    from ml_collections.config_flags import config_flags  # the implementation module
+
+    error_config = getattr(config_flags, "_ErrorConfig", None)
+    if error_config is None or not isinstance(value, error_config):
+        return None
+    error = object.__getattribute__(value, "_error")
+    return f"flag --{name}: {error_line(error)}"
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing with every config error reported as one `error:` line, exit 2:
+    a bad flag value, a missing or wrong config file, an unknown config key (also one met
+    when the flag was defined, `define_config_file`), an unknown `get_config` variant."""
+    from absl import flags
+
+    def fail(line: str) -> NoReturn:
+        sys.stderr.write(f"error: {line}\n")
         sys.stderr.flush()
-        raise SystemExit(2) from None
+        raise SystemExit(2)
+
+    names = _config_file_flags()
+    for name in names:
+        if deferred := getattr(flags.FLAGS[name], "deferred_error", None):
+            fail(deferred)
+        given = _flag_argument(argv, name)
+        if given is not None and (problem := config_file_problem(given)):
+            fail(f"flag --{name}={given}: {problem}")
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(flag_error_line(str(e)))
+    except Exception:  # noqa: BLE001 - re-raised unless an override names a missing key
+        for name in names:
+            given = _flag_argument(argv, name)
+            argument = given or getattr(flags.FLAGS[name], "default_unparsed", None)
+            if problem := _override_problem(name, argument, argv):
+                fail(problem)
+        raise
+    for name in names:
+        if problem := _error_config_problem(name, flags.FLAGS[name].value):
+            fail(problem)
+    return rest
 
 
 def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:

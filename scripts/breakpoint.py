@@ -20,16 +20,16 @@ import datetime
 import os
 
 from absl import flags, logging
-from ml_collections import config_flags
 
 from emojax import pipeline, sharding
-from emojax.workdir import run_main
+from emojax.workdir import define_config_file, run_main
 
-_CONFIG = config_flags.DEFINE_config_file(
+# configs/ sits beside scripts/: the default is found from any working directory.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = define_config_file(
     "config",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "zoo.py"),
+    os.path.join(_REPO, "configs", "zoo.py"),
     "Config file (ml_collections), e.g. configs/zoo.py or configs/gemma2_2b.py:dial.",
-    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<time>).")
 _OVERWRITE = flags.DEFINE_bool(

@@ -17,11 +17,10 @@ import os
 import sys
 
 from absl import flags, logging
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emojax.workdir import run_main  # noqa: E402
+from emojax.workdir import define_config_file, run_main  # noqa: E402
 from emojax.zoo import (  # noqa: E402
     build_zoo,
     format_behaviour,
@@ -30,10 +29,13 @@ from emojax.zoo import (  # noqa: E402
     scenario_name,
 )
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/zoo.py", "Config file (configs/zoo.py or configs/zoo.py:smoke).",
-    lock_config=True,
-)  # fmt: skip
+# configs/ sits beside scripts/: the default is found from any working directory.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = define_config_file(
+    "config",
+    os.path.join(_REPO, "configs", "zoo.py"),
+    "Config file (configs/zoo.py or configs/zoo.py:smoke).",
+)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Zoo directory (default: the cache directory).")
 
 

@@ -14,14 +14,21 @@ Examples:
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
-from ml_collections import config_flags
 
 from emojax import sharding as sh
 from emojax.run_plan import plan_config
-from emojax.workdir import run_main
+from emojax.workdir import define_config_file, run_main
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
+# configs/ sits beside scripts/: the default is found from any working directory.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = define_config_file(
+    "config",
+    os.path.join(_REPO, "configs", "zoo.py"),
+    "Config file (ml_collections), e.g. configs/llama31_8b.py or configs/smollm2.py.",
+)
 _MODEL = flags.DEFINE_string(
     "model", "", "checkpoint dir or known model name ('' = the config's breakpoint.models)."
 )

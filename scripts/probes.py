@@ -32,13 +32,18 @@ import os
 import time
 
 from absl import flags
-from ml_collections import config_flags
 
 from emojax import sharding
 from emojax.probes.run import run
-from emojax.workdir import run_main
+from emojax.workdir import define_config_file, run_main
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/zoo.py", lock_config=True)
+# configs/ sits beside scripts/: the default is found from any working directory.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = define_config_file(
+    "config",
+    os.path.join(_REPO, "configs", "zoo.py"),
+    "Config file (ml_collections), e.g. configs/zoo.py:smoke or configs/smollm2.py.",
+)
 _MODEL = flags.DEFINE_string("model", "instruct", "zoo name, checkpoint dir, 'zoo', or a list.")
 _VECTORS = flags.DEFINE_string("vectors", "", "VectorSet directory ('' = extract now).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "output directory ('' = runs/probes-<time>).")

@@ -10,11 +10,22 @@
   `model.safetensors` and an invalid `config.json` (named, nothing written, and with
   `--overwrite` nothing moved aside either); a typo in the second axis checkpoint of the
   break-point job.
+* Config errors of every script in scripts/ (a mistyped key, a wrong type, a missing `.py`,
+  a missing file, a directory): one `error:` line and exit 2, raised while the flags are
+  parsed, before any model work. They run in-process, each script imported afresh and its
+  flags parsed by `workdir._parse_flags` (what `run_main` calls), because a subprocess costs
+  2-5 s of imports per run and 12 scripts x 3 cases would take minutes on 2 cores; the
+  in-process path is the same code, `sys.argv` included (ml_collections reads the overrides
+  from it when the flag is defined). Subprocesses check a representative subset end to end
+  (`run_main`'s exit status and stderr): a config script run from another directory with a
+  mistyped key (which proves the default config resolves there), `plan.py` with a missing
+  `.py`, a script without a config with a bad type, and the unknown variant above.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -24,6 +35,7 @@ import types
 import jax
 import numpy as np
 import pytest
+from absl import flags
 
 import emojax
 from configs.zoo import get_config
@@ -294,3 +306,153 @@ def test_typo_in_the_second_axis_checkpoint_fails_before_any_work(tmp_path):
     assert "'/ckpt/instrct' is neither a local checkpoint directory" in line, line
     assert line.endswith("(axis checkpoint 2 of 2 ('/ckpt/instrct'), checked before any work)")
     assert not (tmp_path / "w").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# config errors of every script, at flag parsing
+
+CONFIG_SCRIPTS = ("breakpoint", "build_zoo", "extract_vectors", "plan", "probes", "sweep")
+# Scripts without a config file: (a mistyped flag, a flag of the wrong type).
+OWN_FLAGS = {
+    "bench": ("--num_prompt=8", "--reps=abc"),
+    "bench_forward": ("--iter=3", "--iters=abc"),
+    "bench_gguf": ("--repeat=3", "--batch=abc"),
+    "calibrate": ("--seed=3", "--seeds=abc"),
+    "refusal_responses": ("--limits=3", "--limit=abc"),
+    "tune_safety": ("--step=3", "--steps=abc"),
+}
+MISTYPED_KEY, WRONG_TYPE = "--config.breakpoint.alpha=1", "--config.sweep.num_random=abc"
+MISSING_PY = "--config=configs/smollm2"
+
+
+def test_every_script_is_covered():
+    scripts = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
+    assert scripts == sorted((*CONFIG_SCRIPTS, *OWN_FLAGS))
+    for name in scripts:  # each goes through run_main: the parse errors below reach the user
+        assert "run_main(main)" in (ROOT / "scripts" / f"{name}.py").read_text()
+
+
+def _parse(script: str, args, monkeypatch) -> dict | None:
+    """Imports scripts/<script>.py afresh with `sys.argv` = [script, *args] (its flags are
+    defined at import), parses its flags as `run_main` does and returns its parsed config
+    (None for a script without one); its flags are removed after."""
+    path = ROOT / "scripts" / f"{script}.py"
+    argv = [str(path), *args]
+    before, was_parsed = set(flags.FLAGS), flags.FLAGS.is_parsed()
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # two scripts prepend the repository
+    try:
+        spec = importlib.util.spec_from_file_location(f"_script_{script}", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        workdir._parse_flags(argv)
+        return flags.FLAGS["config"].value.to_dict() if "config" in flags.FLAGS else None
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+        if not was_parsed:
+            flags.FLAGS.unparse_flags()
+
+
+def _parse_error(script: str, args, monkeypatch, capsys) -> str:
+    """The one `error:` line of a refused parse (exit 2, nothing else on stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        _parse(script, args, monkeypatch)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and err.endswith("\n"), err
+    return err.rstrip("\n")
+
+
+@pytest.mark.parametrize("script", CONFIG_SCRIPTS)
+def test_config_errors_of_every_config_script_are_one_line(script, monkeypatch, capsys):
+    # A mistyped key: with the default config (met when the flag is defined, at import) and
+    # with an explicit one (met when the flags are parsed).
+    line = _parse_error(script, [MISTYPED_KEY], monkeypatch, capsys)
+    assert line == (
+        "error: flag --config.breakpoint.alpha: section 'breakpoint' has no key 'alpha' "
+        "(did you mean 'breakpoint.alphas'?)"
+    )
+    smoke = "--config=configs/zoo.py:smoke"
+    assert _parse_error(script, [smoke, MISTYPED_KEY], monkeypatch, capsys) == line
+    line = _parse_error(script, ["--config.zoo.scenaro=null"], monkeypatch, capsys)
+    assert "section 'zoo' has no key 'scenaro' (did you mean 'zoo.scenario'?)" in line
+    line = _parse_error(script, ["--config.sweep.vectors.x=1"], monkeypatch, capsys)
+    assert line == "error: flag --config.sweep.vectors.x: 'sweep.vectors' is None, not a " \
+        "section of the config"  # fmt: skip
+    assert _parse_error(script, [WRONG_TYPE], monkeypatch, capsys) == (
+        "error: flag --config.sweep.num_random=abc: invalid literal for int() with base 10: 'abc'"
+    )
+    assert _parse_error(script, [MISSING_PY], monkeypatch, capsys) == (
+        f"error: flag --config=configs/smollm2: config file 'configs/smollm2' does not exist "
+        f"(relative to {ROOT}); did you mean configs/smollm2.py?"
+    )
+    line = _parse_error(script, ["--config=configs/smollm2:smoke"], monkeypatch, capsys)
+    assert line.endswith("did you mean configs/smollm2.py:smoke?")
+    assert _parse_error(script, ["--config=/no/such/dir/c.py"], monkeypatch, capsys) == (
+        "error: flag --config=/no/such/dir/c.py: config file '/no/such/dir/c.py' does not exist"
+    )
+    assert _parse_error(script, ["--config=configs"], monkeypatch, capsys) == (
+        "error: flag --config=configs: config file 'configs' is a directory, not a config file"
+    )
+    assert "unknown configs/zoo.py variant 'smok'" in _parse_error(
+        script, ["--config=configs/zoo.py:smok"], monkeypatch, capsys
+    )
+
+
+@pytest.mark.parametrize("script", sorted(OWN_FLAGS))
+def test_flag_errors_of_every_other_script_are_one_line(script, monkeypatch, capsys):
+    mistyped, wrong_type = OWN_FLAGS[script]
+    name = mistyped[2:].split("=")[0]
+    line = _parse_error(script, [mistyped], monkeypatch, capsys)
+    assert line.startswith(f"error: Unknown command line flag '{name}'"), line
+    line = _parse_error(script, [wrong_type], monkeypatch, capsys)
+    assert line == f"error: flag {wrong_type}: invalid literal for int() with base 10: 'abc'"
+    for args in ([MISTYPED_KEY], [MISSING_PY]):  # these scripts take no config
+        name = args[0][2:].split("=")[0]
+        line = _parse_error(script, args, monkeypatch, capsys)
+        assert line.startswith(f"error: Unknown command line flag '{name}'"), line
+
+
+@pytest.mark.parametrize("script", CONFIG_SCRIPTS)
+def test_the_default_config_resolves_from_another_directory(script, tmp_path, monkeypatch):
+    from configs.zoo import get_config as zoo_config
+
+    monkeypatch.chdir(tmp_path)
+    want = zoo_config("").to_dict()
+    want["sweep"]["num_random"] = 3
+    assert _parse(script, ["--config.sweep.num_random=3"], monkeypatch) == want
+
+
+def test_a_bug_in_a_config_file_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    (tmp_path / "buggy.py").write_text("def get_config(arg=''):\n    return {}['oops']\n")
+    with pytest.raises(KeyError, match="oops"):
+        _parse("sweep", [f"--config={tmp_path / 'buggy.py'}"], monkeypatch)
+    assert capsys.readouterr().err == ""
+
+
+def test_script_from_another_directory_mistyped_key(tmp_path):
+    """The default config is found from /tmp/...: the error is about the key, not the file."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sweep.py"), MISTYPED_KEY],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )  # fmt: skip
+    assert _error_line(proc) == (
+        "error: flag --config.breakpoint.alpha: section 'breakpoint' has no key 'alpha' "
+        "(did you mean 'breakpoint.alphas'?)"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_plan_with_a_missing_py_is_one_line():
+    line = _error_line(_run("scripts/plan.py", MISSING_PY))
+    assert line == (
+        f"error: flag --config=configs/smollm2: config file 'configs/smollm2' does not exist "
+        f"(relative to {ROOT}); did you mean configs/smollm2.py?"
+    )
+
+
+def test_script_without_a_config_wrong_type_is_one_line():
+    line = _error_line(_run("scripts/bench_forward.py", "--iters=abc"))
+    assert line == "error: flag --iters=abc: invalid literal for int() with base 10: 'abc'"
