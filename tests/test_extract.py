@@ -7,6 +7,7 @@ scikit-learn for the PCA and probe directions.
 from __future__ import annotations
 
 import os
+import types
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -299,8 +300,84 @@ def test_extract_model_end_to_end(tmp_path):
         assert vs.vectors.shape == (6, config.num_layers + 1, config.d_model)
         assert vs.concepts == concepts.CONCEPTS
         assert vs.metadata["selected_layer"]["refusal"] == ex.refusal.layer
+        assert vs.metadata["rendering"] == "zoo"  # the default follows the zoo's tokenizer
         assert vs.metadata["positions"]["refusal"] == "post_instruction"
         norms = np.linalg.norm(vs.vectors[:, 1:], axis=-1)
         np.testing.assert_allclose(norms, 1.0, rtol=1e-4)
     assert np.all(np.isfinite(ex.vector_sets["diff_of_means"].layer_norms))
     assert np.all(np.asarray(ex.captured.template)[:, :4] >= 0)  # template or pair id
+
+
+def _english_tokenizer():
+    """A byte-level BPE tokenizer with ChatML specials (SmolLM2's kind: a real, subword one)."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )  # fmt: skip
+    tok.train_from_iterator(["How do I store my pills?", "Hello there, quick question."], trainer)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )  # fmt: skip
+
+
+def _zoo_tokenizer(path, chat_template: bool):
+    from emojax.loading import load_tokenizer
+    from emojax.zoo.corpus import CHAT_TEMPLATE
+    from emojax.zoo.tokenizer import build_tokenizer, save_tokenizer
+
+    template = CHAT_TEMPLATE if chat_template else None
+    save_tokenizer(build_tokenizer(["hurt . quick question :"]), str(path), chat_template=template)
+    return load_tokenizer(str(path))
+
+
+def test_tokenizer_rendering_tells_the_zoo_from_real_tokenizers(tmp_path):
+    rendering = extract.extraction.tokenizer_rendering
+    assert rendering(_zoo_tokenizer(tmp_path / "instruct", True)) == "zoo"
+    assert rendering(_zoo_tokenizer(tmp_path / "base", False)) == "zoo"  # no chat template
+    assert rendering(_english_tokenizer()) == "english"
+
+
+_NO_MODEL = types.SimpleNamespace(pad_token_id=0, bos_token_id=1)  # capture never runs
+
+
+def _extracted_texts(monkeypatch, tokenizer, **kwargs):
+    """The contrast and neutral texts `extract_model` reads (it stops at its capture)."""
+    monkeypatch.setattr(extract.contrast, "encode_prompt", lambda tok, text, source=None: text)
+
+    class Captured(Exception):
+        pass
+
+    def capture(params, config, sets, neutral, **kw):
+        raise Captured(sets[0].positive, neutral)
+
+    monkeypatch.setattr(extract.extraction, "capture", capture)
+    with pytest.raises(Captured) as info:
+        extract.extract_model(None, _NO_MODEL, tokenizer, concepts=["concern"], max_pairs=3,
+                              neutral_prompts=3, **kwargs)  # fmt: skip
+    return info.value.args
+
+
+@pytest.mark.parametrize("rendering", ["zoo", "english"])
+def test_extract_model_renders_for_its_tokenizer(rendering, tmp_path, monkeypatch):
+    """No `rendering`: English for a real tokenizer, the zoo's words for the zoo's; an
+    explicit `rendering` still wins."""
+    from emojax import concepts
+
+    def texts(r):
+        pairs = concepts.load_contrast("concern", "train", rendering=r)[:3]
+        neutral = concepts.load_eval("neutral", "train", limit=3, rendering=r)
+        return [p.positive for p in pairs], [p.text for p in neutral]
+
+    assert texts("zoo") != texts("english")
+    tokenizer = (_zoo_tokenizer(tmp_path, True) if rendering == "zoo"
+                 else _english_tokenizer())  # fmt: skip
+    other = {"zoo": "english", "english": "zoo"}[rendering]
+    assert _extracted_texts(monkeypatch, tokenizer) == texts(rendering)
+    assert _extracted_texts(monkeypatch, tokenizer, rendering=other) == texts(other)

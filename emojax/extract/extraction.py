@@ -3,6 +3,8 @@
 `extract_model` reads the contrast sets and neutral texts, captures once, computes every
 method's directions and (with a "refusal" concept) selects the refusal layer;
 `load_or_extract_vectors` returns saved vectors or extracts them now from a run config.
+`tokenizer_rendering` is how texts are written for a tokenizer when no rendering is given:
+the zoo's spaced words for the zoo's word tokenizer, natural English for any other.
 """
 
 from __future__ import annotations
@@ -64,6 +66,24 @@ def config_kwargs(cfg) -> dict[str, Any]:
     )
 
 
+def tokenizer_rendering(tokenizer: Any) -> str:
+    """The rendering a tokenizer was made for: 'zoo' for the zoo's word tokenizer, else
+    'english' (real subword tokenizers, which would read "hurt . quick question :" as odd
+    punctuation).
+
+    The zoo's tokenizer (`emojax.zoo.tokenizer.build_tokenizer`, with or without a chat
+    template) is recognised by its special tokens at fixed ids: <pad>, <unk>, <bos>, <|end|>,
+    <|system|>, <|user|>, <|assistant|> = 0..6, which no real tokenizer has.
+    """
+    from emojax.zoo.tokenizer import SPECIALS
+
+    convert = getattr(tokenizer, "convert_tokens_to_ids", None)
+    if convert is None:
+        return "english"
+    ids = convert(list(SPECIALS))
+    return "zoo" if list(ids) == list(range(len(SPECIALS))) else "english"
+
+
 def extract_model(
     params,
     config,
@@ -80,7 +100,7 @@ def extract_model(
     template_source=None,
     data_paths: dict[str, str] | None = None,
     data_dir: str | None = None,
-    rendering: str = "zoo",
+    rendering: str | None = None,
     batch_size: int = 32,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
     max_items: int | None = None,
@@ -106,7 +126,8 @@ def extract_model(
         its eval_neutral / eval_harmful / eval_harmless files replace the shipped ones, a
         missing file falls back to the shipped one (`emojax.concepts.find_data_file`).
       rendering: how the contrast, neutral and refusal-scoring texts are written: 'zoo' or
-        'english' (natural English for real tokenizers; the config's `data.rendering`).
+        'english' (the config's `data.rendering`); None follows the tokenizer
+        (`tokenizer_rendering`: 'zoo' for the zoo's word tokenizer, 'english' otherwise).
       batch_size, buckets, max_items: see `capture`.
       l2: probe L2 strength.
       variance_fraction: neutral variance removed by the "denoised" method.
@@ -117,6 +138,7 @@ def extract_model(
     from emojax.vectors import VectorSet
 
     t0 = time.perf_counter()
+    rendering = rendering or tokenizer_rendering(tokenizer)
     sets = load_contrast_sets(
         tokenizer,
         concepts,
