@@ -1,4 +1,4 @@
-"""A config's run planned on a TPU mesh before any weights exist: scripts/plan.py's report.
+"""A config's run planned on a TPU or GPU mesh before any weights exist: scripts/plan.py's report.
 
 Per-device memory of the stages (params, activations, extraction capture, KV cache), the
 sweep's FLOPs, time and on-demand cost, at the sweep sizes of an `ml_collections` config
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from emojax import sharding as sh
+from emojax.parallel.plan import CHIP_SPECS
 
 GiB = 2**30
 
@@ -61,7 +62,8 @@ def plannable_models(cfg, model: str = "", log: Callable[[str], None] = print) -
     """The model to plan: `model`, else the first of `cfg.breakpoint.models` with a config.
 
     Fine-tunes of one family share shapes, so one model is planned. Entries that are neither
-    a checkpoint with a config.json nor a known architecture are skipped with a `log` line.
+    a checkpoint, a GGUF file, a registered model nor a known architecture
+    (`emojax.sharding.reference_config`) are skipped with a `log` line.
     """
     if model:
         return [model]
@@ -70,7 +72,8 @@ def plannable_models(cfg, model: str = "", log: Callable[[str], None] = print) -
         try:
             sh.reference_config(m)
         except (ValueError, OSError):
-            log(f"(skipping {m!r}: no config.json there and not a known architecture)")
+            log(f"(skipping {m!r}: not a checkpoint, GGUF file, registered model or known "
+                "architecture)")  # fmt: skip
             continue
         out.append(m)
     return out[:1]  # fine-tunes of one family share shapes: plan the first
@@ -94,15 +97,19 @@ def plan_report(
       name: a checkpoint dir or known model name (`emojax.sharding.reference_config`).
       cfg: the run config (dtype, sweep sizes, mesh rules).
       data, model: the mesh's axis sizes.
-      chip: a key of `emojax.sharding.TPU_SPECS` (HBM, FLOP/s, price).
+      chip: a key of `emojax.parallel.plan.CHIP_SPECS`: a TPU or GPU (memory, FLOP/s,
+        price where one is listed).
       mfu: assumed model-FLOPs utilisation for the time estimate.
       seq_len: prompt tokens T (padded bucket).
       batch: sequences per forward call (0 = 8 per data shard).
       prefix_layer: one injection layer (int or depth fraction; < 0 = `cfg.sweep.layers`).
 
     Raises:
+      ValueError: an unknown chip (the message lists the known ones).
       RuntimeError: the planner's parameter bytes differ from `jax.eval_shape`'s.
     """
+    if chip not in CHIP_SPECS:
+        raise ValueError(f"unknown chip {chip!r}: known are {', '.join(CHIP_SPECS)}")
     mcfg = sh.reference_config(name)
     dtype = jnp.dtype(cfg.dtype)
     mesh = sh.abstract_mesh(data, model)
@@ -120,12 +127,13 @@ def plan_report(
     if checked != sweep.param_bytes:
         raise RuntimeError(f"planner {sweep.param_bytes} != eval_shape {checked} bytes/device")
 
-    spec = sh.TPU_SPECS[chip]
+    spec = CHIP_SPECS[chip]
     devices = data * model
     lines = [
         "",
         f"== {name}: {mcfg.num_params / 1e9:.2f}B params, {cfg.dtype}, "
-        f"mesh (data, model) = {(data, model)} on {devices} x {chip} ==",
+        f"mesh (data, model) = {(data, model)} on {devices} x {chip} "
+        f"({spec['hbm'] / GiB:.0f} GiB, {spec['flops'] / 1e12:.0f} TFLOP/s bf16 peak each) ==",
         f"param bytes per device verified against jax.eval_shape: {checked / GiB:.2f} GiB",
     ]
     if sweep.replicated_dims:
@@ -142,7 +150,7 @@ def plan_report(
     peak = max(extract.total_bytes, gen.total_bytes)
     fits = "fits" if peak <= 0.9 * spec["hbm"] else "DOES NOT FIT"
     lines.append(f"  {'peak (extraction or generation)':<46} {peak / GiB:9.2f} GiB of "
-                 f"{spec['hbm'] / GiB:.0f} GiB HBM: {fits}")  # fmt: skip
+                 f"{spec['hbm'] / GiB:.0f} GiB per chip: {fits}")  # fmt: skip
 
     sizes = dict(prompts=prompts, seq_len=seq_len, conditions=conditions)
     prefill = sum(sh.sweep_flops(mcfg, prefix_layer=layer, **sizes) for layer in layers)
@@ -151,16 +159,22 @@ def plan_report(
     generation = 2 * mcfg.num_params * new_tokens  # upper bound: every condition generates
     total = prefill + generation
     seconds = total / (devices * spec["flops"] * mfu)
+    price = spec["usd_hour"]
+    cost = f"  ~ ${seconds / 3600 * devices * price:.2f} on demand" if price else ""
     lines += [
         f"sweep: {prompts} prompts x {conditions} conditions at layers {layers}, "
         f"T={seq_len}, +{cfg.sweep.max_new_tokens} generated tokens",
         f"  prefill FLOPs (2*N*tokens, prefix reuse) {prefill:.3e}  (without reuse "
         f"{no_reuse:.3e}, x{no_reuse / prefill:.2f})",
         f"  generation FLOPs (2*N*new tokens)      {generation:.3e}",
-        f"  time at {mfu:.0%} MFU                       {seconds / 60:9.1f} min  "
-        f"~ ${seconds / 3600 * devices * spec['usd_hour']:.2f} on demand",
+        f"  time at {mfu:.0%} MFU of the bf16 peak      {_duration(seconds):>13}{cost}",
         "other meshes on these chips (params + peak activations per device):",
     ]
+    if dtype != jnp.bfloat16:
+        lines.insert(-1, f"  (the time uses the bf16 peak: {cfg.dtype} matmuls may run slower)")
+    if mcfg.num_params < 1e9:
+        lines.insert(-1, "  (a FLOP bound: a model this small is bound by memory traffic and "
+                         f"kernel launches, far below {mfu:.0%} MFU)")  # fmt: skip
     for m in (1, 2, 4, 8, 16):
         if devices % m or m > devices:
             continue
@@ -170,6 +184,13 @@ def plan_report(
             + (f"  (replicated: {', '.join(p.replicated_dims)})" if p.replicated_dims else "")
         )
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` in the unit a reader compares: s below 2 min, min below 2 h, else h."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def plan_config(

@@ -10,6 +10,7 @@ Examples:
   python scripts/plan.py --config=configs/zoo.py --model=llama-3.1-70b --devices=32 \
       --mesh=4,8 --chip=v5p                                  # Llama-3.1-70B on a v5p-64
   python scripts/plan.py --config=configs/gemma2_2b.py --devices=4 --chip=v6e
+  python scripts/plan.py --config=configs/smollm2.py --chip=h100   # a registered model, 1 GPU
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 
 from absl import flags
 
-from emojax import sharding as sh
+from emojax.parallel.plan import CHIP_SPECS
 from emojax.run_plan import plan_config
 from emojax.workdir import define_config_file, run_main
 
@@ -30,11 +31,15 @@ _CONFIG = define_config_file(
     "Config file (ml_collections), e.g. configs/llama31_8b.py or configs/smollm2.py.",
 )
 _MODEL = flags.DEFINE_string(
-    "model", "", "checkpoint dir or known model name ('' = the config's breakpoint.models)."
+    "model",
+    "",
+    "checkpoint dir, GGUF file, registered or known model name ('' = the "
+    "config's breakpoint.models).",
 )
 _DEVICES = flags.DEFINE_integer("devices", 0, "chips in the mesh (0 = mesh.data*mesh.model).")
 _MESH = flags.DEFINE_string("mesh", "", "'data,model' (overrides the config's mesh section).")
-_CHIP = flags.DEFINE_enum("chip", "v5p", list(sh.TPU_SPECS), "TPU generation (cost model).")
+_CHIP = flags.DEFINE_enum("chip", "v5p", list(CHIP_SPECS), "TPU (v5e, v5p, v6e) or GPU (h100 "
+                          "80 GB, h200 141 GB, a100 80 GB): memory and peak FLOP/s.")  # fmt: skip
 _MFU = flags.DEFINE_float("mfu", 0.4, "assumed model-FLOPs utilisation for time estimates.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 256, "prompt tokens T (padded bucket).")
 _BATCH = flags.DEFINE_integer("batch", 0, "sequences per forward call (0 = 8 per data shard).")

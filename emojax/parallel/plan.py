@@ -5,7 +5,8 @@ F MLP width, V vocabulary, B batch, C conditions, N prompts, T time.
 
 Works from shapes and PartitionSpecs alone (an `AbstractMesh` is enough, no device and no
 weight), so `scripts/plan.py` can size a 70B run on a laptop; `REFERENCE_HF_CONFIGS` holds
-the config.json fields of the families the README plans for.
+the config.json fields of the families the README plans for, `REGISTERED_ARCHITECTURES` the
+family of each registered model (`emojax.models`), and `CHIP_SPECS` the TPUs and GPUs.
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ from emojax.params import param_shapes
 
 # bf16 peak FLOP/s, HBM bytes per chip, chips per host and on-demand US$/chip-hour (list
 # prices at the time of writing, us-central regions; check current pricing before a big run).
-TPU_SPECS: dict[str, dict[str, float]] = {
+TPU_SPECS: dict[str, dict[str, float | None]] = {
     "v5e": {"flops": 197e12, "hbm": 16 * 2**30, "chips_per_host": 4, "usd_hour": 1.20},
     "v5p": {"flops": 459e12, "hbm": 95 * 2**30, "chips_per_host": 4, "usd_hour": 4.20},
     "v6e": {"flops": 918e12, "hbm": 32 * 2**30, "chips_per_host": 4, "usd_hour": 2.70},
 }
+# NVIDIA GPUs, SXM boards in 8-GPU HGX hosts. FLOP/s: the datasheets' dense bf16 Tensor Core
+# peak (half the "with sparsity" figure): H100 SXM 989 TFLOP/s, H200 the same H100 die (989),
+# A100 312. Memory: the total nvidia-smi reports (H100 80GB 81559 MiB, H200 141GB 143771 MiB,
+# A100 80GB 81920 MiB), of which the CUDA context and XLA's reservation take a few GiB. No
+# price: GPU rental prices vary too much between providers to list one.
+GPU_SPECS: dict[str, dict[str, float | None]] = {
+    "h100": {"flops": 989e12, "hbm": 81559 * 2**20, "chips_per_host": 8, "usd_hour": None},
+    "h200": {"flops": 989e12, "hbm": 143771 * 2**20, "chips_per_host": 8, "usd_hour": None},
+    "a100": {"flops": 312e12, "hbm": 81920 * 2**20, "chips_per_host": 8, "usd_hour": None},
+}
+CHIP_SPECS: dict[str, dict[str, float | None]] = {**TPU_SPECS, **GPU_SPECS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +276,22 @@ REFERENCE_HF_CONFIGS: dict[str, dict[str, Any]] = {
         num_attention_heads=64,
         num_key_value_heads=8,
     ),
+    # HuggingFaceTB/SmolLM2-135M(-Instruct); the GGUF of `emojax.models` has the same shapes.
+    "smollm2-135m": dict(
+        model_type="llama",
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
     "qwen2.5-7b": dict(
         model_type="qwen2",
         vocab_size=152064,
@@ -280,20 +308,56 @@ REFERENCE_HF_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def reference_config(name_or_path: str) -> ModelConfig:
-    """ModelConfig of a checkpoint directory, or of a known model by (hub) name.
+# The architecture of each registered model (`emojax.models`), planned without its weights.
+REGISTERED_ARCHITECTURES: dict[str, str] = {
+    "smollm2-135m-instruct": "smollm2-135m",
+    "smollm2-135m-safety": "smollm2-135m",  # a fine-tune of the instruct model: same shapes
+}
 
-    `meta-llama/Llama-3.1-70B-Instruct`, `llama-3.1-70b` and `Llama-3.1-70B` all name the
-    same architecture (fine-tunes share their base's shapes).
+
+def _local_config(path: str) -> ModelConfig | None:
+    """The config of a checkpoint directory or a GGUF file (its metadata), else None."""
+    from emojax import gguf
+
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return ModelConfig.from_pretrained(path)
+    if os.path.exists(path) and gguf.is_gguf(path):
+        path = gguf.find_gguf(path)
+        return gguf.config_from_reader(gguf.open_reader(path), path)
+    return None
+
+
+def reference_config(name_or_path: str) -> ModelConfig:
+    """ModelConfig of a checkpoint directory or GGUF file, a registered model, or a known
+    model by (hub) name. Nothing is downloaded or built.
+
+    A registered name (`emojax.models`) reads the config of its cached file when it has been
+    fetched (or built), else `REGISTERED_ARCHITECTURES`. `meta-llama/Llama-3.1-70B-Instruct`,
+    `llama-3.1-70b` and `Llama-3.1-70B` all name the same architecture (fine-tunes share
+    their base's shapes).
+
+    Raises:
+      ValueError: none of these; the message lists the known and registered names.
     """
-    if os.path.isfile(os.path.join(name_or_path, "config.json")):
-        return ModelConfig.from_pretrained(name_or_path)
+    from emojax import models
+
+    if (local := _local_config(name_or_path)) is not None:
+        return local
+    if models.is_registered(name_or_path):
+        if (cached := _local_config(str(models.model_path(name_or_path)))) is not None:
+            return cached
+        if name_or_path in REGISTERED_ARCHITECTURES:
+            return ModelConfig.from_hf_dict(
+                REFERENCE_HF_CONFIGS[REGISTERED_ARCHITECTURES[name_or_path]]
+            )
     key = name_or_path.rstrip("/").split("/")[-1].lower()
     for suffix in ("-instruct", "-it", "-chat"):
         key = key.removesuffix(suffix)
     if key not in REFERENCE_HF_CONFIGS:
+        registered = sorted({*models.REGISTRY, *models.BUILT})
         raise ValueError(
-            f"{name_or_path!r} is neither a checkpoint directory nor a known model "
+            f"{name_or_path!r} is neither a checkpoint directory, a GGUF file, a registered "
+            f"model ({', '.join(registered)}) nor a known architecture "
             f"({', '.join(REFERENCE_HF_CONFIGS)})"
         )
     return ModelConfig.from_hf_dict(REFERENCE_HF_CONFIGS[key])
