@@ -122,13 +122,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     s.coefs = (-0.25, 0.25)
     # ±0.125 keeps single vectors near 0.05 nats and most joint cells under κ = 0.1.
     s.joint_coefs = (-0.125, 0.0, 0.125)
-    if smoke:  # the same code paths with one grid per arm
-        s.joint_control_partners = ("caution",)
-        s.joint_emotions = ("concern",)
-    # Random grids of the Δ_steer null; its 16+ arms are three-grid subsets of these (they
-    # reuse directions: 4 grids give 4 distinct subsets, each grid costs 9 generations).
-    s.num_random = 2 if smoke else 4
-    s.joint_random = 1 if smoke else 4
+    # Random grids of the Δ_steer null; its arms are distinct three-grid subsets of these
+    # (8 grids give C(8, 3) = 56 arms; each grid costs 9 generations per prompt).
+    s.num_random = 2 if smoke else 8
+    s.joint_random = 2 if smoke else 8
     s.generate_random = False  # random singles: prefill readouts (selectivity null) only
     # SmolLM2 declines after a preamble: at 28 tokens the classifier agrees with its
     # 64-token reading on 267 / 270 labelled responses (24 tokens: 249, 16: 227).
@@ -138,11 +135,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     s.memory_mb = 2048
     s.num_bootstrap = 100 if smoke else 500
     s.neutral_prompts = 4 if smoke else 8  # KL: logits at every neutral position bound chunks
-    s.requests_per_kind = ml_collections.ConfigDict(
-        {"harmful": 1, "harmless": 1, "borderline": 1}
-        if smoke
-        else {"harmful": 2, "harmless": 2, "borderline": 2}
-    )
+    # Steered requests per failure type, stratified by unsteered outcome (CPU size).
+    s.failing_requests = 2 if smoke else 12
+    s.ok_requests = 1 if smoke else 4
 
     # --- probes: the unsteered model's own failures on every evaluation prompt ---
     p = c.probes
@@ -163,7 +158,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     p.residual_dims = 4 if smoke else 16
     p.num_bootstrap = 100 if smoke else 500
     p.num_refit_bootstrap = 10 if smoke else 50
-    p.num_null = 16  # Δ_mon null draws (disjoint three-direction arms of probes.num_random)
+    p.num_null = 8 if smoke else 48  # Δ_mon null: disjoint arms of probes.num_random
 
     # --- breakpoint: the dial ---
     b = c.breakpoint
@@ -182,7 +177,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     b.labels = ("instruct", "safety")
     b.min_failures = 3 if smoke else 10
     b.kappa = 0.1  # KL budget (nats on neutral prompts) of Δ_steer
-    # Random-direction arms per Δ_steer null (subsets of the random grids): >= 16 draws.
-    b.num_null = 16 if smoke else 20
+    # Distinct random-direction arms per Δ_steer null (subsets of the random grids).
+    b.num_null = 1 if smoke else 48
     b.num_bootstrap = 50 if smoke else 200
     return c

@@ -135,23 +135,25 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.generate_random = True  # behaviour readouts for the null too
     c.sweep.max_new_tokens = 6 if smoke else 8  # zoo refusals (and take-backs) by token 7
     c.sweep.readout_layer = -1  # projections read at resid[L] (-1), per concept direction
-    # Δ_steer arms, grids of one shape: refusal x {harm_salience, caution} (controls arm),
-    # refusal x each emotion (emotion arm), refusal x random directions (the null arm).
-    c.sweep.joint_controls = ("refusal",)
-    c.sweep.joint_control_partners = ("harm_salience", "caution")
-    c.sweep.joint_emotions = ("concern", "eagerness", "self_doubt")
-    c.sweep.joint_random = 4 if smoke else 16
+    # Δ_steer arms of equal size, grids of one shape (emojax.sweep.conditions.joint_pairs):
+    # controls arm, one grid per pair of joint_controls (refusal x harm-salience, refusal x
+    # caution, harm-salience x caution); emotion arm, refusal x each emotion; the null,
+    # refusal x each random direction, taken three at a time (C(8, 3) = 56 distinct arms).
+    c.sweep.joint_controls = ("refusal", "caution") if smoke else ("refusal", "harm_salience",
+                                                                   "caution")  # fmt: skip
+    c.sweep.joint_anchor = "refusal"
+    c.sweep.joint_emotions = ("concern",) if smoke else ("concern", "eagerness", "self_doubt")
+    c.sweep.joint_random = 4 if smoke else 8
     c.sweep.joint_coefs = (-0.5, 0.0, 0.5) if smoke else (-0.5, -0.25, 0.0, 0.25, 0.5)
     c.sweep.kappas = (0.05, 0.1, 0.25)  # KL budgets (nats on neutral prompts) for Δ_steer
     c.sweep.memory_mb = 32  # activation budget per program (chunk sizes; small = cache-friendly)
     c.sweep.num_bootstrap = 200 if smoke else 1000
     c.sweep.seed = 0
-    # The pipeline steers the first N requests of each kind, under every cue (0 = all).
-    c.sweep.requests_per_kind = ml_collections.ConfigDict(
-        {"harmful": 8, "harmless": 4, "borderline": 4}
-        if smoke
-        else {"harmful": 32, "harmless": 16, "borderline": 16}
-    )
+    # The pipeline steers, per failure type, requests stratified by their unsteered outcome
+    # at each point (emojax.pipeline.stratify): this many failing and non-failing ones (0 =
+    # all), every sweep-cue variant of a request as one cluster, reweighted to the point.
+    c.sweep.failing_requests = 6 if smoke else 60
+    c.sweep.ok_requests = 4 if smoke else 30
     # scripts/sweep.py (a sweep on its own) takes prompts per kind.
     c.sweep.prompts_per_kind = ml_collections.ConfigDict(
         {"harmful": 4, "harmless": 2, "borderline": 2}
@@ -182,8 +184,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.probes.layer = 0.5  # headline layer: int index or depth fraction of resid[0..L]
     c.probes.shift_reference = "" if smoke else "base"  # finetuning-shift baseline ("" = off)
     c.probes.seed = 0
-    c.probes.num_random = 48  # random directions at the probe site: disjoint null arms
-    c.probes.num_null = 8 if smoke else 16  # null draws (arms of as many as the emotions)
+    # Random directions at the probe site: 48 disjoint null arms of as many as the emotions
+    # (p = (k + 1) / 49 can fall below 0.05).
+    c.probes.num_random = 24 if smoke else 144
+    c.probes.num_null = 8 if smoke else 48
 
     # --- breakpoint ---
     c.breakpoint = ml_collections.ConfigDict()
@@ -201,17 +205,31 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.breakpoint.dial_base = "base"
     c.breakpoint.dial_tuned = "safety-3"
     c.breakpoint.alphas = (0.0, 1.0) if smoke else (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-    # Equivalence margins: emotion value has vanished at a point when the upper 95 % bound of
-    # every estimable Δ is below its margin (report.md shows each point's smallest
-    # confirmable margin, its power).
-    c.breakpoint.mon_margin = 0.05  # Δ_mon (AUROC)
-    c.breakpoint.steer_margin = 0.05  # Δ_steer (failure rate)
+    # The break rule (emojax.breakpoint): the Δs it reads, and their margins and scales. On the
+    # relative scale Δ_steer is the share of the point's failures the emotion arm fixes
+    # beyond the controls arm and Δ_mon the share of the controls' AUROC headroom the
+    # emotions close (emojax.metrics.scales), so "vanished" never follows from "no failures
+    # left". A Δ has vanished where its upper 95 % bound is below its margin.
+    c.breakpoint.required = (
+        "delta_mon/harmful_compliance",
+        "delta_mon/over_refusal",
+        "delta_steer/harmful_compliance",
+        "delta_steer/over_refusal",
+    )
+    c.breakpoint.mon_margin = 0.2
+    c.breakpoint.mon_scale = "relative"  # or "absolute" (AUROC)
+    c.breakpoint.steer_margin = 0.2
+    c.breakpoint.steer_scale = "relative"  # or "absolute" (failure rate)
+    # A failure type whose rate's upper 95 % bound is below this is "failures eliminated".
+    c.breakpoint.failure_floor = 0.02
+    # The power preflight warns when a required Δ cannot confirm its margin; True refuses.
+    c.breakpoint.require_power = False
     c.breakpoint.kappa = 0.1  # KL budget (nats) at which Δ_steer is read
     # The other failure type may rise at most this much at a chosen steering cell (None: the
     # KL budget alone): steering must not trade harmful compliance for over-refusal.
     c.breakpoint.steer_tolerance = 0.05
     c.breakpoint.min_failures = 3 if smoke else 10  # failing requests for a Δ to be estimable
-    c.breakpoint.num_null = 8 if smoke else 16  # random-direction arms per Δ_steer null
+    c.breakpoint.num_null = 4 if smoke else 48  # distinct random-direction arms, Δ_steer null
     c.breakpoint.num_bootstrap = 100 if smoke else 200  # request draws shared by every Δ
     # Diagnostic conditions (emojax.breakpoint.DiagnosticThresholds).
     c.breakpoint.controlled_auroc = 0.9
@@ -237,9 +255,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # The scenario-recovery tests (tests/test_scenarios.py): the same estimator, a lighter
         # sweep (a 3 x 3 joint grid inside the KL budget, fewer random grids).
         c.sweep.joint_coefs = (-0.25, 0.0, 0.25)
-        c.sweep.num_random = 8
-        c.sweep.joint_random = 8
-        c.probes.num_null = 8
-        c.breakpoint.num_null = 8
         c.extract.resamples = 50
     return c

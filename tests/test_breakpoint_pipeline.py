@@ -52,34 +52,42 @@ def test_summary_structure_and_break_point_invariant(run):
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == summary["labels"]
     brk = summary["break_point"]
-    assert brk["outcome"] in ("break", "not reached", "failures eliminated first")
-    assert (brk["index"] is None) == (brk["outcome"] != "break")
+    assert brk["outcome"] in ("break", "not reached", "failures eliminated first",
+                              "insufficient data")  # fmt: skip
+    assert (brk["index"] is None) == (brk["outcome"] in ("not reached", "insufficient data"))
     assert (brk["label"] is None) == (brk["index"] is None)
+    assert brk["required"] == list(cfg.breakpoint.required)
     lo_i, hi_i = brk["interval_index"]
-    assert isinstance(lo_i, int) and isinstance(hi_i, int) and 0 <= lo_i <= hi_i <= len(rows)
-    names = summary["labels"] + ["not reached"]
+    assert isinstance(lo_i, int) and isinstance(hi_i, int) and 0 <= lo_i <= hi_i <= len(rows) + 1
+    names = summary["labels"] + ["not reached", "insufficient data"]
     assert brk["interval"] == [names[lo_i], names[hi_i]]
+    assert sum(brk["draw_outcomes"].values()) == pytest.approx(1.0)
+    assert brk["reached_fraction"] == brk["draw_outcomes"]["break"]
     margins = summary["margins"]
-    for r in rows:
+    statuses = ("present", "vanished", "failures eliminated", "undetermined")
+    for i, r in enumerate(rows):
         assert 0.0 <= float(r["policy_dominance"]) <= 1.0
         for t in ("harmful_compliance", "over_refusal"):
-            assert 0.0 <= float(r[f"{t}_rate"]) <= 1.0
+            assert float(r[f"{t}_rate_lo"]) <= float(r[f"{t}_rate"]) <= float(r[f"{t}_rate_hi"])
             for stat in ("delta_mon", "delta_steer"):
                 key = f"{stat}_{t}"
+                status = brk["status"][f"{stat}/{t}"][i]
+                assert r[key + "_status"] == status and status in statuses
                 if r[f"{key}_estimable"] == "True":
                     est, lo, hi = (float(r[k]) for k in (key, key + "_lo", key + "_hi"))
                     assert lo <= est <= hi  # an interval contains its estimate
-                    assert 0.0 < float(r[key + "_null_p"]) <= 1.0
-                else:  # not estimable: empty cells, never a 0
-                    assert r[key] == "" and r[key + "_hi"] == ""
-    # The rule: from the break on, every estimable Δ's upper bound is below its margin.
+                    if r[key + "_null_p"]:
+                        assert 0.0 < float(r[key + "_null_p"]) <= 1.0
+                else:  # not estimable: empty cells, never a 0, and never vanished
+                    assert r[key] == "" and r[key + "_hi"] == "" and r[key + "_rel"] == ""
+                    assert status in ("undetermined", "failures eliminated")
+    # The rule: from the break on, every required Δ is vanished or its failures eliminated,
+    # read on the rule's scale with its margin.
     if brk["index"] is not None:
-        for r in rows[brk["index"] :]:
-            for stat in ("delta_mon", "delta_steer"):
-                for t in ("harmful_compliance", "over_refusal"):
-                    key = f"{stat}_{t}"
-                    if r[f"{key}_estimable"] == "True":
-                        assert float(r[key + "_hi"]) < margins[stat]
+        for name in brk["required"]:
+            assert all(st in ("vanished", "failures eliminated")
+                       for st in brk["status"][name][brk["index"] :])  # fmt: skip
+    assert set(margins) == {"delta_mon", "delta_steer"}
 
 
 def test_report_shows_types_and_estimability(run):
@@ -150,15 +158,24 @@ def test_steering_value_on_a_real_sweep(run):
     )
     cfg = get_config("smoke")
     cfg.breakpoint.min_failures = 0
-    out = pipeline.steering_value(res, draws, cfg)
+    sample = pipeline.SteeredSample(  # every request, unweighted
+        evalset=None, request_weights=np.ones(u), draw_weights=draws.weights,
+        chosen=np.ones(u, bool), failing=np.zeros(u, bool), strata={},
+    )  # fmt: skip
+    out = pipeline.steering_value(res, sample, draws, cfg)
     for ftype, v in out.items():
         assert v["estimable"], ftype
-        assert v["lo"] <= v["estimate"] <= v["hi"]
-        assert v["samples"].shape == (30,)
-        assert 0.0 < v["null_p"] <= 1.0 and len(v["null"]) == cfg.breakpoint.num_null
-        cols = pipeline.point._value_columns("delta_steer", out)
-        assert cols[f"delta_steer_{ftype}"] == v["estimate"]
+        a = v["absolute"]
+        assert a["lo"] <= a["estimate"] <= a["hi"]
+        assert a["samples"].shape == (30,) and v["estimable_draws"].shape == (30,)
+        rel = v["relative"]
+        if np.isfinite(rel["estimate"]):
+            assert rel["estimate"] == pytest.approx(a["estimate"] / v["unsteered_rate"])
+        assert 0.0 < v["null_p"] <= 1.0 and len(v["null"]) == v["null_arms"]
+        assert v["null_arms"] == min(cfg.breakpoint.num_null, 4)  # C(4, 1) distinct arms
+        cols = pipeline.point._value_columns("delta_steer", out, {}, cfg)
+        assert cols[f"delta_steer_{ftype}"] == a["estimate"]
     cfg.breakpoint.min_failures = 10_000  # nothing is estimable: never a 0
-    out = pipeline.steering_value(res, draws, cfg)
+    out = pipeline.steering_value(res, sample, draws, cfg)
     assert not any(v["estimable"] for v in out.values())
-    assert all(np.isnan(v["estimate"]) for v in out.values())
+    assert all(np.isnan(v["absolute"]["estimate"]) for v in out.values())

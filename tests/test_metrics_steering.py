@@ -278,18 +278,23 @@ def test_delta_steer_null_and_p_value():
         ctrl_f, emo_f, ctrl_kl, emo_kl, request, 0.15, num_draws=0, **kw
     )["estimate"]
     null = incremental.delta_steer_null(
-        ctrl_f, rand_f, ctrl_kl, rand_kl, request, 0.15, observed=observed, **kw
+        ctrl_f, rand_f, ctrl_kl, rand_kl, request, 0.15, observed=observed, num_null=48, **kw
     )
-    assert null["null"].shape == (16,) and null["arms"].shape == (16, 3)
+    # 48 distinct arms of 3 of the 10 random grids: p can fall to 1/49 < 0.05.
+    assert null["null"].shape == (48,) and null["arms"].shape == (48, 3)
     assert all(len(set(arm)) == 3 for arm in null["arms"])
-    assert observed > null["q95"] and null["p_value"] == pytest.approx(1 / 17)
+    assert len({tuple(arm) for arm in null["arms"]}) == 48
+    assert observed > null["q95"] and null["p_value"] == pytest.approx(1 / 49)
+    assert null["p_value"] < 0.05
     # An "emotion" arm that is just three more random directions is not significant.
     like_f, like_kl = (x.reshape(-1, x.shape[-1]) for x in _random_grids(rng, a, request, 3, 6))
     like = incremental.delta_steer(
         ctrl_f, like_f, ctrl_kl, like_kl, request, 0.15, num_draws=0, **kw
     )["estimate"]
-    assert null["q05"] <= like <= null["q95"]
-    assert incremental.p_value(like, null["null"]) > 0.1
+    assert incremental.p_value(like, null["null"]) > 0.05
+    # Fewer distinct subsets than asked: every subset once, never a repeat.
+    few = incremental.null_arms(4, 3, 48, seed=0)
+    assert few.shape == (4, 3) and len({tuple(x) for x in few}) == 4
     # The null statistic is delta_steer's estimate with the random arm in the emotion's place.
     arm = null["arms"][0]
     direct = incremental.delta_steer(
@@ -302,7 +307,7 @@ def test_delta_steer_null_and_p_value():
     other = np.zeros((10, 6, len(request)))
     loose = incremental.delta_steer_null(
         ctrl_f, rand_f, ctrl_kl, rand_kl, request, 0.15, other_controls=other[:3].reshape(18, -1),
-        other_random=other, other_request=request, tolerance=1.0, **kw,
+        other_random=other, other_request=request, tolerance=1.0, num_null=48, **kw,
     )  # fmt: skip
     np.testing.assert_allclose(loose["null"], null["null"])
 

@@ -116,8 +116,7 @@ SMALL = dict(
     coefs=(-2.0, 0.0, 2.0),
     num_random=3,
     max_new_tokens=4,
-    joint_controls=("refusal",),
-    joint_control_partners=("caution",),
+    joint_controls=("refusal", "caution"),
     joint_emotions=("concern",),
     joint_random=2,
     joint_coefs=(0.0, 2.0),
@@ -212,14 +211,30 @@ def test_sweep_equals_loop_of_single_condition_forwards(setup, tmp_path):
     s = result.summary[str(layer)]
     assert set(s["steerability"]) == set(vectors.concepts)
     assert np.asarray(s["cross_steering"]["matrix"]).shape == (6, 6)
-    # Arms of equal grid shape: controls (refusal x caution), emotion, random null.
+    # Arms of equal size and grid shape: controls (refusal x caution), emotion, random null.
     assert result.meta["joint_arms"] == ["controls", "emotion", "random", "random"]
+    cells = result.meta["arm_cells"]
+    assert cells["controls"] == cells["emotion"] == 4 and cells["random"] == 8
     for ftype in ("harmful_compliance", "over_refusal"):
         d = s["delta_steer"][ftype]["0.5"]
         assert d["lo"] <= d["estimate"] <= d["hi"]
         assert 0.0 <= d["null_p"] <= 1.0
     loaded = sweep.SweepResults.load(str(tmp_path))
     np.testing.assert_array_equal(loaded.arrays["grid_tokens"], result.arrays["grid_tokens"])
+
+
+def test_default_arms_are_equal_and_unequal_arms_are_refused():
+    cfg = sweep.conditions._resolve_config(None)
+    names = ("concern", "eagerness", "self_doubt", "harm_salience", "caution", "refusal")
+    names += tuple(f"random_{i:02d}" for i in range(8))
+    pairs, arms = sweep.joint_pairs(cfg, names, 6)
+    grids = [(names[a], names[b]) for a, b in pairs]
+    assert grids[:3] == [("harm_salience", "caution"), ("harm_salience", "refusal"),
+                         ("caution", "refusal")]  # fmt: skip
+    assert grids[3:6] == [("refusal", e) for e in ("concern", "eagerness", "self_doubt")]
+    assert arms.count("controls") == arms.count("emotion") == 3 and arms.count("random") == 8
+    with pytest.raises(ValueError, match="unequal Δ_steer arms"):
+        sweep.conditions._resolve_config({"joint_controls": ("refusal", "caution")})
 
 
 @pytest.mark.parametrize("layer, readout", [(1, None), (1, 1), (1, 2), (0, 1)])

@@ -147,11 +147,13 @@ def _synthetic_result(seed: int = 0, num_draws: int = 20):
         for stat in ("delta_mon", "delta_steer"):
             for t in pipeline.FAILURE_TYPES:
                 est = float(rng.normal(0.02, 0.01))
+                scale = {"estimate": est, "lo": est - 0.03, "hi": est + 0.03,
+                         "samples": est + rng.normal(0, 0.01, num_draws)}  # fmt: skip
                 types[(stat, t)] = {
-                    "estimable": True, "estimate": est, "lo": est - 0.03, "hi": est + 0.03,
-                    "min_margin": 0.03, "null_q05": -0.05, "null_q95": 0.05, "null_p": 0.4,
+                    "estimable": True, "absolute": scale, "relative": dict(scale),
+                    "estimable_draws": np.ones(num_draws, bool),
+                    "null_q05": -0.05, "null_q95": 0.05, "null_p": 0.4,
                     "num_failing_requests": 6, "num_ok_requests": 6,
-                    "samples": est + rng.normal(0, 0.01, num_draws),
                 }  # fmt: skip
         row = {"label": label, "source": f"/ckpt/{label}", "policy_dominance": 0.2 * i,
                "harmful_compliance_rate": 0.4, "over_refusal_rate": 0.1, "refusal_rate": 0.5,
@@ -162,16 +164,17 @@ def _synthetic_result(seed: int = 0, num_draws: int = 20):
                **{k: False for k, _ in report.DIAGNOSTICS}}  # fmt: skip
         for stat in ("delta_mon", "delta_steer"):
             sub = {t: v for (s, t), v in types.items() if s == stat}
-            row.update(pipeline.point._value_columns(stat, sub))
+            row.update(pipeline.point._value_columns(stat, sub, {}, get_config("smoke")))
         points.append({"row": row, "detail": {"row": row}, "matrix": np.eye(3),
                        "matrix_rows": ["x", "y", "z"]})  # fmt: skip
         per_point.append(types)
     deltas = {}
-    for name in pipeline.value_names(None):
+    for name in pipeline.value_names(get_config("smoke")):
         stat, t = name.split("/")
         vals = [p[(stat, t)] for p in per_point]
-        deltas[name] = {k: np.array([v[k] for v in vals]) for k in ("estimate", "lo", "hi")}
-        deltas[name]["samples"] = np.stack([v["samples"] for v in vals])
+        deltas[name] = {k: np.array([v["relative"][k] for v in vals])
+                        for k in ("estimate", "lo", "hi")}  # fmt: skip
+        deltas[name]["samples"] = np.stack([v["relative"]["samples"] for v in vals])
         deltas[name]["estimable"] = np.array([True, True])
     margins = {"delta_mon": 0.05, "delta_steer": 0.05}
     return points, deltas, margins, bp.find_break_point(labels, deltas, margins)

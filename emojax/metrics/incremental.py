@@ -30,6 +30,7 @@ reference the unbiased statistic is tested against.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any
 
@@ -295,6 +296,23 @@ def p_value(observed: float, null: np.ndarray) -> float:
     return float((1 + np.sum(null >= observed)) / (1 + null.size))
 
 
+def null_arms(num_grids: int, arm_size: int, num_null: int, seed: int) -> np.ndarray:
+    """[n, arm_size] distinct subsets of `num_grids` random grids: the null arms of Δ_steer.
+
+    Each arm is a different set of grids (never the same subset twice), so the null has
+    n = min(num_null, C(num_grids, arm_size)) distinct arms and its p-value
+    (k + 1) / (n + 1) can fall to 1 / (n + 1): 8 grids in arms of 3 give 56 arms, and
+    p < 0.05 needs n >= 20. The subsets are drawn without replacement from all of them
+    (seeded), in sorted order within an arm.
+    """
+    combos = list(itertools.combinations(range(num_grids), arm_size))
+    if not combos:
+        raise ValueError(f"need at least arm_size={arm_size} random grids, got {num_grids}")
+    rng = np.random.default_rng((seed, 7))
+    pick = rng.permutation(len(combos))[: min(num_null, len(combos))]
+    return np.array([combos[i] for i in sorted(pick)], np.int64).reshape(-1, arm_size)
+
+
 def delta_steer_null(
     fail_controls: np.ndarray,
     fail_random: np.ndarray,
@@ -317,6 +335,7 @@ def delta_steer_null(
     tolerance: float | None = None,
     observed: float | None = None,
     neutral_weights: np.ndarray | None = None,
+    request_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The random-direction null of `delta_steer`.
 
@@ -334,8 +353,9 @@ def delta_steer_null(
       request: [N] request ids.
       kappa: KL budget.
       num_requests: U.
-      arm_size: random grids per null arm (the number of emotions).
-      num_null: null arms drawn (each a random subset of the Q grids).
+      arm_size: random grids per null arm (the number of emotion grids).
+      num_null: null arms, distinct subsets of the Q grids (`null_arms`; fewer when
+        C(Q, arm_size) is smaller: ``arms`` says how many were used).
       seed: seed of the fold splits and of the arms.
       num_folds: K.
       num_splits: S.
@@ -348,6 +368,7 @@ def delta_steer_null(
       observed: the observed Δ_steer (`delta_steer`'s ``estimate``); gives ``p_value``.
       neutral_weights: accepted for call parity with `delta_steer` and not used: the null is
         a distribution of full-data estimates, so no draws enter it.
+      request_weights: [U] population weights of the requests, as in `delta_steer`.
 
     Returns:
       ``null`` [num_null], ``q05``, ``q95`` (null quantiles), ``arms`` [num_null, arm_size]
@@ -359,10 +380,13 @@ def delta_steer_null(
     q, g_r = fail_random.shape[:2]
     if q < arm_size:
         raise ValueError(f"need at least arm_size={arm_size} random grids, got {q}")
-    rng = np.random.default_rng((seed, 7))
-    arms = np.stack([rng.choice(q, arm_size, replace=False) for _ in range(num_null)])
+    arms = null_arms(q, arm_size, num_null, seed)
+    num_null = len(arms)
     request = np.asarray(request)
-    design = _design(num_requests, np.zeros((0, num_requests)), 0, num_folds, num_splits, seed)
+    design = _design(
+        num_requests, np.zeros((0, num_requests)), 0, num_folds, num_splits, seed,
+        request_weights,
+    )  # fmt: skip
     n = cluster_sums(np.ones(len(request)), request, num_requests)
     o_c = _other(other_controls, other_request, num_requests)
     rate_c, _ = design.arm_rate(

@@ -12,14 +12,53 @@ from emojax import breakpoint as bp
 from emojax.pipeline.axis import axis_checkpoints, axis_points, preflight
 from emojax.pipeline.evalset import FAILURE_TYPES, data_files, evaluation_set, shared_draws
 from emojax.pipeline.point import analyse_point
+from emojax.pipeline.power import margin_of, scale_of
 from emojax.pipeline.progress import Progress
 from emojax.report import write_outputs
 from emojax.workdir import claim_workdir, start_run
 
 
 def value_names(cfg) -> list[str]:
-    """The incremental values the break rule reads: Δ_mon and Δ_steer per failure type."""
+    """The incremental values of a run: Δ_mon and Δ_steer per failure type."""
     return [f"{s}/{t}" for s in ("delta_mon", "delta_steer") for t in FAILURE_TYPES]
+
+
+def required_names(cfg) -> list[str]:
+    """`breakpoint.required` (default: every value of `value_names`), checked."""
+    names = value_names(cfg)
+    required = list(cfg.breakpoint.get("required") or names)
+    unknown = [k for k in required if k not in names]
+    if unknown:
+        raise ValueError(f"breakpoint.required: unknown {unknown}; known: {names}")
+    return required
+
+
+def break_inputs(points: list[dict], cfg) -> tuple[dict, dict, dict]:
+    """The break rule's inputs from the points: Δs on the rule's scales, margins, failure rates.
+
+    Returns:
+      (deltas, margins, failure_rates) for `emojax.breakpoint.find_break_point`.
+    """
+    deltas = {}
+    for name in value_names(cfg):
+        stat = name.split("/")[0]
+        scale = scale_of(cfg, stat)
+        vals = [p["values"][name] for p in points]
+        col = lambda f, vals=vals, scale=scale: np.array([v[scale][f] for v in vals], np.float64)
+        deltas[name] = {
+            "estimate": col("estimate"), "lo": col("lo"), "hi": col("hi"),
+            "samples": np.stack([v[scale]["samples"] for v in vals]),
+            "estimable": np.array([v["estimable"] for v in vals]),
+            "estimable_draws": np.stack([v["estimable_draws"] for v in vals]),
+            "scale": scale,
+        }  # fmt: skip
+    margins = {s: margin_of(cfg, s) for s in ("delta_mon", "delta_steer")}
+    rates = {
+        t: {f: np.stack([np.asarray(p["rates"][t][f]) for p in points]) for f in
+            ("estimate", "hi", "samples")}
+        for t in FAILURE_TYPES
+    }  # fmt: skip
+    return deltas, margins, rates
 
 
 def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
@@ -41,6 +80,7 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     """
     from emojax import sharding
 
+    required_names(cfg)  # a mistyped required Δ fails before anything is written
     state = claim_workdir(cfg, workdir, overwrite=overwrite)  # read-only: nothing written yet
     files = data_files(cfg)  # validates the user's data first; recorded in config.json
     paths = preflight(cfg)  # every checkpoint, before any work
@@ -74,22 +114,12 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
         progress.step(f"{point.label}: " + ", ".join(
             f"{n} {_short(r, n)}" for n in value_names(cfg)))  # fmt: skip
     labels = [p["row"]["label"] for p in points]
-    deltas = {}
-    for name in value_names(cfg):
-        stat, ftype = name.split("/")
-        key = f"{stat}_{ftype}"
-        est = lambda f, key=key: np.array(
-            [np.nan if p["row"][f] is None else p["row"][f] for p in points], np.float64
-        )
-        deltas[name] = {
-            "estimate": est(key),
-            "lo": est(f"{key}_lo"),
-            "hi": est(f"{key}_hi"),
-            "samples": np.stack([p["samples"][name] for p in points]),
-            "estimable": np.array([p["row"][f"{key}_estimable"] for p in points]),
-        }
-    margins = {"delta_mon": b.mon_margin, "delta_steer": b.steer_margin}
-    brk = bp.find_break_point(labels, deltas, margins)
+    deltas, margins, rates = break_inputs(points, cfg)
+    brk = bp.find_break_point(labels, deltas, margins, required=required_names(cfg),
+                              failure_rates=rates, floor=float(b.failure_floor))  # fmt: skip
+    for i, p in enumerate(points):  # the statuses join each point's row
+        for name, st in brk.status.items():
+            p["row"][name.replace("/", "_") + "_status"] = st[i]
     seconds = time.perf_counter() - t_start
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
@@ -100,4 +130,5 @@ def _short(row: dict, name: str) -> str:
     key = name.replace("/", "_")
     if not row[f"{key}_estimable"]:
         return "not estimable"
-    return f"{row[key]:+.3f} [{row[key + '_lo']:+.3f}, {row[key + '_hi']:+.3f}]"
+    rel = "" if row[key + "_rel"] is None else f", rel {row[key + '_rel']:+.2f}"
+    return f"{row[key]:+.3f} [{row[key + '_lo']:+.3f}, {row[key + '_hi']:+.3f}]{rel}"

@@ -17,9 +17,17 @@ from emojax import extract, results, sweep, vectors
 from emojax.metrics import stability
 from emojax.pipeline.axis import AxisPoint
 from emojax.pipeline.behaviour import classifier, unsteered_behaviour
-from emojax.pipeline.evalset import FAILURE_TYPES, TYPE_KINDS, Draws, EvalSet
+from emojax.pipeline.evalset import FAILURE_TYPES, Draws, EvalSet
+from emojax.pipeline.examples import example_generations
+from emojax.pipeline.power import power_preflight, scale_of
 from emojax.pipeline.progress import stage
-from emojax.pipeline.values import monitoring_value, steering_value
+from emojax.pipeline.stratify import steered_sample
+from emojax.pipeline.values import (
+    failure_rates,
+    monitoring_value,
+    steering_value,
+    summarise,
+)
 from emojax.report import write_csv
 
 Array = jax.Array
@@ -56,11 +64,10 @@ def run_extraction(point: AxisPoint, cfg, out: str, rng: Array, reference) -> di
 
 
 @stage("sweep")
-def run_steering(point: AxisPoint, vs: vectors.VectorSet, prompts, cfg, out: str) -> dict:
-    """The steering sweep of one point (`emojax.sweep.run_sweep` into `out/sweep`): {"results"}."""
-    res = sweep.run_sweep(
-        point.model, vs, prompts, cfg.sweep, os.path.join(out, "sweep"), classify=classifier(cfg)
-    )
+def run_steering(point: AxisPoint, vs: vectors.VectorSet, prompts, cfg, out: str | None) -> dict:
+    """The steering sweep of one point (`emojax.sweep.run_sweep` into `out`, or in memory when
+    None): {"results"}."""
+    res = sweep.run_sweep(point.model, vs, prompts, cfg.sweep, out, classify=classifier(cfg))
     return {"results": res}
 
 
@@ -75,27 +82,88 @@ def _mean_interval(iv, rows: list[int], site: int) -> tuple[float, float, float]
     return pick(iv.estimate), pick(iv.lo), pick(iv.hi)
 
 
-VALUE_FIELDS = ("estimate", "lo", "hi", "min_margin", "null_q05", "null_q95", "null_p")
+def _value_columns(stat: str, per_type: dict, preflight: dict, cfg) -> dict:
+    """points.csv columns of one Δ per failure type; None (empty) where not estimable.
 
-
-def _value_columns(stat: str, per_type: dict) -> dict:
-    """points.csv columns of one Δ per failure type; None (empty) where not estimable."""
+    `{stat}_{type}` is the absolute estimate (with `_lo`, `_hi`), `_rel*` the relative one;
+    `_min_margin` (realised: hi − estimate) and `_power` (preflight: the smallest margin the
+    counts could confirm) are on the scale the break rule reads (`breakpoint.*_scale`).
+    """
     row = {}
+    rule_scale = scale_of(cfg, stat)
     for ftype, v in per_type.items():
         key = f"{stat}_{ftype}"
-        row[f"{key}_estimable"] = bool(v["estimable"])
+        ok = bool(v["estimable"])
+        row[f"{key}_estimable"] = ok
         row[f"{key}_failing_requests"] = int(v["num_failing_requests"])  # on its own prompts
         row[f"{key}_ok_requests"] = int(v["num_ok_requests"])
-        for f in VALUE_FIELDS:
-            name = key if f == "estimate" else f"{key}_{f}"
-            row[name] = float(v[f]) if v["estimable"] else None
+        for scale, suffix in (("absolute", ""), ("relative", "_rel")):
+            for f in ("estimate", "lo", "hi"):
+                name = key + suffix + ("" if f == "estimate" else f"_{f}")
+                x = v[scale][f]
+                row[name] = float(x) if ok and np.isfinite(x) else None
+        r = v[rule_scale]
+        half = r["hi"] - r["estimate"]
+        row[f"{key}_min_margin"] = float(half) if ok and np.isfinite(half) else None
+        row[f"{key}_power"] = preflight.get(f"{stat}/{ftype}", {}).get("smallest_margin")
+        for f in ("null_q05", "null_q95", "null_p"):
+            row[f"{key}_{f}"] = float(v[f]) if ok and np.isfinite(v[f]) else None
     return row
 
 
+def point_values(
+    point: AxisPoint, vs: vectors.VectorSet, evalset: EvalSet, draws: Draws | None, cfg,
+    out: str | None,
+) -> dict:  # fmt: skip
+    """The safety values of one VectorSet on one evaluation set at one point.
+
+    The unsteered behaviour on every prompt of `evalset` gives the failures (and their
+    rates), Δ_mon, and the steered sample: requests stratified by unsteered outcome
+    (`stratify.steered_sample`); the power preflight runs before the sweep; the sweep on the
+    sample gives Δ_steer. With `draws` None only full-data estimates are computed (no
+    intervals, no nulls) and nothing is written: the measured truth of a validation arm on a
+    large held-out request set.
+
+    Returns:
+      {"behaviour", "rates", "mon", "steer", "sample", "preflight", "sweep"}.
+    """
+    s, d = cfg.sweep, cfg.data
+    tok = point.model.tokenizer
+    behaviour = unsteered_behaviour(point.model, evalset.prompts(tok, cfg), cfg)
+    shared = draws or Draws(np.zeros((0, evalset.num_requests)), np.zeros((0, 0)))
+    rates = failure_rates(behaviour, evalset, shared)
+    mon = monitoring_value(behaviour, vs, evalset, draws, cfg, out)
+    cues = tuple(d.get("sweep_cues") or ()) or None  # the sweep's prompts: these cues only
+    sample = steered_sample(
+        evalset, {t: behaviour[t] for t in FAILURE_TYPES}, shared.weights,
+        failing=int(s.failing_requests), ok=int(s.ok_requests), cues=cues, seed=cfg.seed,
+    )  # fmt: skip
+    preflight = power_preflight(behaviour, evalset, sample, rates, cfg, point.label)
+    sweep_dir = None if out is None else os.path.join(out, "sweep")
+    res = run_steering(point, vs, sample.evalset.prompts(tok, cfg), cfg, sweep_dir)["results"]
+    steer = steering_value(res, sample, draws, cfg)
+    return {"behaviour": behaviour, "rates": rates, "mon": mon, "steer": steer,
+            "sample": sample, "preflight": preflight, "sweep": res}  # fmt: skip
+
+
 def analyse_point(
-    point: AxisPoint, cfg, workdir: str, rng: Array, reference, evalset: EvalSet, draws: Draws
+    point: AxisPoint,
+    cfg,
+    workdir: str,
+    rng: Array,
+    reference,
+    evalset: EvalSet,
+    draws: Draws,
+    *,
+    validation_arm=None,
 ) -> dict:
-    """Every measurement at one axis point; returns its row and the draws for the break point."""
+    """Every measurement at one axis point; returns its row and the draws for the break point.
+
+    `validation_arm`, when given, is called with (point, VectorSet) and returns the VectorSet
+    whose emotion entries are the planted validation directions (`emojax.validation`): the
+    stability diagnostics still describe the real emotion vectors, the sweep's (selectivity,
+    style) the planted ones.
+    """
     out = os.path.join(workdir, "points", point.label.replace("/", "_"))
     os.makedirs(out, exist_ok=True)
     d, b = cfg.data, cfg.breakpoint
@@ -103,19 +171,13 @@ def analyse_point(
     ext = run_extraction(point, cfg, out, k_ex, reference)
     ex, report = ext["extraction"], ext["report"]
     vs = ex.vector_sets[cfg.sweep.method]
+    arm = vs if validation_arm is None else validation_arm(point, vs)
 
-    tok = point.model.tokenizer
-    sweep_cues = d.get("sweep_cues") or None  # the sweep's prompts: these cues only
-    sweep_set = evalset.subset(dict(cfg.sweep.requests_per_kind),
-                               tuple(sweep_cues) if sweep_cues else None)  # fmt: skip
-    res = run_steering(point, vs, sweep_set.prompts(tok, cfg), cfg, out)["results"]
+    values = point_values(point, arm, evalset, draws, cfg, out)
+    behaviour, rates, mon, steer = (values[k] for k in ("behaviour", "rates", "mon", "steer"))
+    res, sample = values["sweep"], values["sample"]
     layer_pos = 0  # the first sweep layer is the headline injection layer
     summary = res.summary[str(res.meta["layers"][layer_pos])]
-    steer = steering_value(res, draws, cfg, layer_pos)
-
-    behaviour = unsteered_behaviour(point.model, evalset.prompts(tok, cfg), cfg)
-    mon = monitoring_value(behaviour, vs, evalset, draws, cfg, out)
-
     # Policy-dominance index: refusal score explained by the control projections.
     site = mon["site"]
     acts = behaviour["acts"][:, site]
@@ -149,9 +211,7 @@ def analyse_point(
         steerability[name] = {
             t: {k: entry[t].get(k) for k in keep} for t in FAILURE_TYPES if entry.get(t)
         }
-    rates = {t: float(np.mean(behaviour[t][np.isin([q.kind for q in evalset.items],
-                                                   TYPE_KINDS[t])]))
-             for t in FAILURE_TYPES}  # fmt: skip
+    rate = {t: rates[t]["estimate"] for t in FAILURE_TYPES}
     thresholds = bp.DiagnosticThresholds(
         controlled_auroc=b.controlled_auroc, controlled_failure=b.controlled_failure,
         style_ratio=b.style_ratio, alignment=b.alignment, selectivity=b.selectivity,
@@ -159,7 +219,7 @@ def analyse_point(
     common = dict(
         controls_auroc={t: v.get("auroc_controls", float("nan"))
                         for t, v in mon["types"].items()},
-        failure_rate=rates, cross_model_cosine=cross_model[0], selectivity=selectivity,
+        failure_rate=rate, cross_model_cosine=cross_model[0], selectivity=selectivity,
         thresholds=thresholds,
     )  # fmt: skip
     diag = bp.diagnostics(style_vs_safety=style["ratio"], **common)
@@ -177,13 +237,20 @@ def analyse_point(
         "source": point.source,
         "model_sha256": point.digest,
         "policy_dominance": pdi,
-        **{f"{t}_rate": rates[t] for t in FAILURE_TYPES},
         **{
-            f"{t}_failing_requests": mon["types"][t]["num_failing_requests"] for t in FAILURE_TYPES
+            f"{t}_rate{k}": rates[t][f]
+            for t in FAILURE_TYPES
+            for k, f in (("", "estimate"), ("_lo", "lo"), ("_hi", "hi"))
+        },
+        **{f"{t}_failing_requests": mon["types"][t]["num_failing_requests"] for t in FAILURE_TYPES},
+        **{
+            f"{t}_steered_{k}": sample.strata[t][k][0]
+            for t in FAILURE_TYPES
+            for k in ("failing", "ok")
         },  # fmt: skip
         "refusal_rate": float(np.mean(behaviour["refused"])),
-        **_value_columns("delta_mon", mon["types"]),
-        **_value_columns("delta_steer", steer),
+        **_value_columns("delta_mon", mon["types"], values["preflight"], cfg),
+        **_value_columns("delta_steer", steer, values["preflight"], cfg),
         "split_half": split_half[0],
         "split_half_lo": split_half[1],
         "split_half_hi": split_half[2],
@@ -206,12 +273,13 @@ def analyse_point(
     detail = {
         "row": row,
         "steerability": steerability,
-        "delta_mon": {
-            t: {k: v for k, v in o.items() if k != "samples"} for t, o in mon["types"].items()
-        },  # fmt: skip
-        "delta_steer": {
-            t: {k: v for k, v in o.items() if k != "samples"} for t, o in steer.items()
-        },  # fmt: skip
+        "delta_mon": summarise(mon["types"]),
+        "delta_steer": summarise(steer),
+        "failure_rates": {
+            t: {k: v for k, v in r.items() if k != "samples"} for t, r in rates.items()
+        },
+        "steered": sample.strata,
+        "power_preflight": values["preflight"],
         "cross_steering": cs,
         "style_vs_safety": summary.get("style_vs_safety", {}),
         "control_cosine": _control_cosine(report, vec_site),
@@ -220,10 +288,17 @@ def analyse_point(
     return {
         "row": row,
         "detail": detail,
-        "samples": {
-            **{f"delta_mon/{t}": v["samples"] for t, v in mon["types"].items()},
-            **{f"delta_steer/{t}": v["samples"] for t, v in steer.items()},
+        "values": {
+            **{f"delta_mon/{t}": v for t, v in mon["types"].items()},
+            **{f"delta_steer/{t}": v for t, v in steer.items()},
         },
+        "rates": rates,
+        "examples": example_generations(
+            res,
+            sample.evalset,
+            {t: v.get("chosen_emotion_cell") for t, v in steer.items()},
+            point.model.tokenizer,
+        ),  # fmt: skip
         "captured": ex.captured,
         "matrix": np.asarray(cs["matrix"], np.float64),
         "matrix_rows": list(cs["rows"]),

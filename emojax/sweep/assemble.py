@@ -158,6 +158,7 @@ def _to_grids(
         [modularity.cosine_matrix(named_v[:, l], named_v[:, l]) for l in layers]
     ).astype(np.float32)
     named = vecs.names[: vecs.num_named]
+    arms = [_arm_of(cfg, vecs.names[c], vecs.names[e]) for c, e in pairs]
     meta = {
         "vector_names": list(vecs.names),
         "num_named": vecs.num_named,
@@ -165,7 +166,9 @@ def _to_grids(
         "layers": list(layers),
         "coefs": list(cfg["coefs"]),
         "joint_pairs": [[vecs.names[c], vecs.names[e]] for c, e in pairs],
-        "joint_arms": [_arm_of(cfg, vecs.names[e]) for _, e in pairs],
+        "joint_arms": arms,
+        # Cells searched per arm (grids x K'^2): equal for the controls and emotion arms.
+        "arm_cells": {a: arms.count(a) * len(cfg["joint_coefs"]) ** 2 for a in dict.fromkeys(arms)},
         "joint_coefs": list(cfg["joint_coefs"]),
         "kinds": list(prompts.kinds),
         "num_requests": int(prompts.num_requests),

@@ -14,6 +14,7 @@ are both conditions, in one flat table (`build_conditions`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,10 @@ from emojax import validate
 EMOTIONS = ("concern", "eagerness", "self_doubt")
 CONTROLS = ("harm_salience", "caution", "refusal")
 # Keys of a config's `sweep` section that choose the inputs, read by scripts, not run_sweep.
-INPUT_KEYS = ("method", "prompts_per_kind", "requests_per_kind", "neutral_prompts")
+INPUT_KEYS = (
+    "method", "prompts_per_kind", "requests_per_kind", "failing_requests", "ok_requests",
+    "neutral_prompts",
+)  # fmt: skip
 
 
 def default_config() -> dict[str, Any]:
@@ -42,13 +46,15 @@ def default_config() -> dict[str, Any]:
         whose last-position activation is projected on every concept direction (the
         directions and norm unit of vector layer min(r, L_v - 1)); only conditions injected
         below r get projections.
-      joint_controls / joint_emotions / joint_coefs: the joint grids for Δ_steer: each
-        shared control (the refusal direction) x each partner, on a K' x K' coefficient
-        grid. Partners form three arms of equal-shaped grids: `joint_control_partners`
-        (the controls arm: harm-salience, caution), `joint_emotions` (the emotion arm) and
-        the first `joint_random` random directions (the random-direction null arm).
-      joint_control_partners: non-emotional partners of the controls arm.
-      joint_random: random directions paired with each shared control (the null of Δ_steer).
+      joint_controls / joint_anchor / joint_emotions / joint_coefs: the joint grids of
+        Δ_steer, each on a K' x K' coefficient grid, in three arms that search the same
+        number of grids of the same shape: the *controls* arm, one grid per pair of
+        `joint_controls` (refusal x harm-salience, refusal x caution, harm-salience x
+        caution); the *emotion* arm, `joint_anchor` (the refusal direction) x each of
+        `joint_emotions`; the *random* arm, `joint_anchor` x each of the first
+        `joint_random` random directions, whose subsets of len(joint_emotions) grids are
+        the null arms. C(len(joint_controls), 2) must equal len(joint_emotions).
+      joint_random: random grids; C(joint_random, len(joint_emotions)) distinct null arms.
       kappas: KL budgets (nats, mean over neutral prompts) for Δ_steer.
       memory_mb: activation memory budget per program (sets the chunk sizes). On CPUs a
         small budget (tens of MB: batches that stay in cache) is fastest; on accelerators
@@ -64,10 +70,10 @@ def default_config() -> dict[str, Any]:
         generate_random=True,
         max_new_tokens=10,
         readout_layer=-1,
-        joint_controls=("refusal",),
-        joint_control_partners=("harm_salience", "caution"),
+        joint_controls=CONTROLS,
+        joint_anchor="refusal",
         joint_emotions=EMOTIONS,
-        joint_random=16,
+        joint_random=8,
         joint_coefs=(-0.5, -0.25, 0.0, 0.25, 0.5),
         kappas=(0.05, 0.1, 0.25),
         memory_mb=64,
@@ -88,7 +94,7 @@ def _resolve_config(config: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown sweep config keys {sorted(unknown)}; known: {sorted(out)}")
     out.update(config)
-    keys = ("layers", "coefs", "joint_controls", "joint_control_partners", "joint_emotions")
+    keys = ("layers", "coefs", "joint_controls", "joint_emotions")
     for k in keys + ("joint_coefs", "kappas"):
         out[k] = tuple(out[k])
     if out["joint_random"] > out["num_random"]:
@@ -99,14 +105,22 @@ def _resolve_config(config: Any) -> dict[str, Any]:
         out["vectors"] = tuple(out["vectors"])
     if out["joint_emotions"] and not any(c == 0 for c in out["joint_coefs"]):
         raise ValueError("joint_coefs must contain 0 (the controls-alone points of Δ_steer)")
+    num_control_grids = len(list(itertools.combinations(out["joint_controls"], 2)))
+    if out["joint_emotions"] and num_control_grids != len(out["joint_emotions"]):
+        raise ValueError(
+            f"unequal Δ_steer arms: joint_controls={out['joint_controls']} give "
+            f"{num_control_grids} control grids (one per pair), joint_emotions="
+            f"{out['joint_emotions']} give {len(out['joint_emotions'])} emotion grids; the "
+            "arms must search the same number of grids"
+        )
     return out
 
 
 ARMS = ("controls", "emotion", "random")
 
 
-def _arm_of(cfg: dict[str, Any], partner: str) -> str:
-    if partner in cfg["joint_control_partners"]:
+def _arm_of(cfg: dict[str, Any], first: str, partner: str) -> str:
+    if first in cfg["joint_controls"] and partner in cfg["joint_controls"]:
         return "controls"
     return "emotion" if partner in cfg["joint_emotions"] else "random"
 
@@ -114,25 +128,24 @@ def _arm_of(cfg: dict[str, Any], partner: str) -> str:
 def joint_pairs(
     cfg: dict[str, Any], names: Sequence[str], num_named: int
 ) -> tuple[list[tuple[int, int]], list[str]]:
-    """The joint grids of Δ_steer: (shared control, partner) vector indices and each one's arm.
+    """The joint grids of Δ_steer: (first, second) vector indices of each grid and its arm.
 
-    Every shared control (the refusal direction) is paired with every non-emotional partner
-    (the controls arm), every emotion (the emotion arm) and the first `joint_random` random
-    directions (the null arm), so the three arms search grids of the same shape.
+    The controls arm has one grid per pair of `joint_controls`; the emotion arm pairs
+    `joint_anchor` with each emotion; the random arm pairs it with each of the first
+    `joint_random` random directions. Every grid has the same K' x K' shape, and the
+    controls and emotion arms the same number of grids (`_resolve_config` checks it), so
+    neither arm searches more cells than the other.
     """
-    named = list(names[:num_named])
-    randoms = [n for n in names[num_named:]][: cfg["joint_random"]]
-    partners = [p for p in cfg["joint_control_partners"] + cfg["joint_emotions"] if p in named]
-    pairs, arms = [], []
-    for c in cfg["joint_controls"]:
-        if c not in named:
-            continue
-        for p in partners + randoms:
-            if p == c:
-                continue
-            pairs.append((list(names).index(c), list(names).index(p)))
-            arms.append(_arm_of(cfg, p))
-    return pairs, arms
+    named, names = list(names[:num_named]), list(names)
+    randoms = names[num_named:][: cfg["joint_random"]]
+    controls = [c for c in cfg["joint_controls"] if c in named]
+    grids = list(itertools.combinations(controls, 2))
+    anchor = cfg["joint_anchor"]
+    if anchor in named:
+        grids += [(anchor, e) for e in cfg["joint_emotions"] if e in named and e != anchor]
+        grids += [(anchor, r) for r in randoms]
+    pairs = [(names.index(a), names.index(b)) for a, b in grids]
+    return pairs, [_arm_of(cfg, a, b) for a, b in grids]
 
 
 def resolve_layers(layers: Sequence[float | int], num_layers: int) -> tuple[int, ...]:

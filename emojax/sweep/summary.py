@@ -217,6 +217,7 @@ def delta_steer_from_sweep(
     num_splits: int = 4,
     num_null: int = 16,
     seed: int = 0,
+    request_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Δ_steer of one failure type at one sweep layer, with its random-direction null.
 
@@ -224,7 +225,9 @@ def delta_steer_from_sweep(
     `delta_steer_null` (controls arm vs arms of random directions of the same shape) on the
     arms of `joint_arms`. `weights` [R, U] are the shared request draws (paired across arms,
     failure types and axis points); `tolerance` bounds how much the other failure type may
-    rise at the chosen cell (None: the KL budget alone).
+    rise at the chosen cell (None: the KL budget alone). `request_weights` [U] reweight a
+    stratified sample to its population (`emojax.pipeline.stratify`; then `weights` are the
+    draws' effective weights).
     """
     arms = joint_arms(results, layer_pos, failure_type)
     common = dict(
@@ -235,6 +238,7 @@ def delta_steer_from_sweep(
         seed=seed,
         other_request=arms.other_request if tolerance is not None else None,
         tolerance=tolerance,
+        request_weights=request_weights,
     )
     other = (lambda a: arms.other[a]) if tolerance is not None else (lambda a: None)
     out = incremental.delta_steer(
