@@ -11,6 +11,9 @@ replaced):
   8-layer Llama (the example steers layers 4-6) written by `emojax.save_pretrained`, with a
   word-level tokenizer and chat template (`emojax.zoo.tokenizer`) trained on the shipped data.]
 * "Real-model data: ..." `from emojax import concepts` (English rendering): as written.
+* "The real model, GGUF files ...": the chat example. [`"path/to/model.Q4_K_M.gguf"` -> a
+  tiny random Llama written as GGUF with a byte-level BPE tokenizer and a chat template in its
+  metadata, as tests/test_gguf.py writes them.]
 * "API" of the datasets (`emojax.concepts`): [`cfg` = configs/zoo.py:smoke, `tok` and
   `instruct_tok` = the tiny model's tokenizer, `base_tok` = the same without a chat template,
   `texts` = two requests; run in a temporary directory holding `my_pairs.csv` (the shipped
@@ -47,12 +50,10 @@ EXTRACT = (
 )
 TORCH_SIDE = EXTRACT[:1] + ("# PyTorch side (no emojax needed)",)
 
+GGUF_CHAT = ("The real model, GGUF files and llama.cpp control vectors",
+             "import jax.numpy as jnp, emojax")  # fmt: skip
+
 EXCLUDED = {
-    ("The real model, GGUF files and llama.cpp control vectors",
-     'model = emojax.load_model("path/to/model.Q4_K_M.gguf", dtype=jnp.bfloat16)  '
-     "# or a registered name"):
-        "a fragment over a real GGUF file (`messages` and `tokens` come from the reader); "
-        "GGUF loading is tested by tests/test_gguf.py",
     ("The real model, GGUF files and llama.cpp control vectors",
      'vs = VectorSet.load("runs/x/smollm2-135m-instruct/vectors/diff_of_means")'):
         "needs a finished SmolLM2 run directory and a model with >= 16 layers "
@@ -147,7 +148,7 @@ def tiny(tmp_path_factory) -> pathlib.Path:
 
 
 def test_every_python_example_is_run_or_excluded():
-    run_here = {LIBRARY, ENGLISH, CONCEPTS_API, EXTRACT, TORCH_SIDE}
+    run_here = {LIBRARY, ENGLISH, CONCEPTS_API, EXTRACT, TORCH_SIDE, GGUF_CHAT}
     assert set(python_blocks()) == run_here | set(EXCLUDED)
 
 
@@ -160,6 +161,21 @@ def test_using_emojax_as_a_library(tiny):
     assert ns["tail"].logits.shape == (B, 1, V)
     assert ns["new"].shape == (B, T + 16)
     assert not np.allclose(ns["steered"].logits, ns["out"].logits)
+
+
+def test_gguf_chat(tmp_path):
+    """The chat example on transformers' current `apply_chat_template` (which returns a
+    BatchEncoding when it tokenizes: `encode_chat` renders the text and tokenizes it)."""
+    from test_gguf import tiny_hf, write_gguf
+
+    path = write_gguf(tiny_hf("llama"), tmp_path / "tiny.gguf")
+    ns = run(block(GGUF_CHAT, {'"path/to/model.Q4_K_M.gguf"': repr(str(path))}))
+    tokens, mask, tok = ns["tokens"], ns["mask"], ns["model"].tokenizer
+    assert tokens.shape == mask.shape and tokens.shape[0] == 2
+    assert tok.decode(tokens[1][mask[1] == 1]).startswith("<|user|>")  # the metadata's template
+    assert mask[1, 0] == 0 and mask[:, -1].all()  # left-padded
+    assert ns["out"].logits.shape == (*tokens.shape, ns["model"].config.vocab_size)
+    assert ns["new"].shape == (2, tokens.shape[1] + 16)
 
 
 def test_english_concepts():
