@@ -36,9 +36,12 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from absl import flags
 
 MARKER = "run.json"  # written first: the config and its fingerprint
 SUMMARY = "summary.json"  # written last: the completion marker
@@ -400,7 +403,7 @@ def config_file_problem(argument: str) -> str | None:
     return f"config file {path!r} does not exist{where}{hint}"
 
 
-def define_config_file(name: str, default: str, help_string: str) -> Any:
+def define_config_file(name: str, default: str, help_string: str) -> flags.FlagHolder:
     """`config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)` whose
     user errors wait for `run_main`.
 
