@@ -4,19 +4,19 @@ The public core (see README.md):
 
     model = emojax.load_model("path/to/hf_checkpoint")
     out = emojax.forward(model.params, model.config, tokens)        # out.logits, out.resid
+    h = out.resid_at(4)                                              # resid entering layer 4
     iv = emojax.Intervention.add(model.config, layer=4, vector=v, coef=8.0)
     out = emojax.forward(model.params, model.config, tokens, intervention=iv)
     new = emojax.generate(model.params, model.config, tokens, max_new_tokens=16)
 """
 
 from emojax.config import ConfigError, ModelConfig
-from emojax.generate import generate
+from emojax.generate import checked_generate, generate
 from emojax.gguf import GGUFError
 from emojax.interventions import Intervention
 from emojax.loading import CheckpointError, Model, load_model, save_pretrained
-from emojax.model import Output, forward, loss_fn
+from emojax.model import Output, checked_forward, forward, loss_fn
 from emojax.params import LayerParams, Norm, Params, abstract_params, init_params
-from emojax.validate import checked_forward, checked_generate
 
 __all__ = [
     "CheckpointError",

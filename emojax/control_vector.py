@@ -33,6 +33,10 @@ site L (the last block's output, read only by the final norm) has a direction bu
 Units: what emojax writes is the vector llama.cpp adds at scale 1: `coef * layer_norms[l] *
 unit direction`, `coef` in units of the site's median residual norm on neutral text (the
 `VectorSet` convention); `emojax.coef`, `emojax.unit` and `emojax.sites` in the metadata say so.
+
+In: `load_intervention(config, path, scale)` reads a file as an `Intervention` (the model core
+knows nothing of llama.cpp). Out: `write_control_vector`, which
+`VectorSet.export_control_vector` calls with a concept's steering vectors.
 """
 
 from __future__ import annotations
@@ -40,15 +44,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-    from emojax.config import ModelConfig
-    from emojax.interventions import Intervention
-    from emojax.vectors import VectorSet
+from emojax import validate
+from emojax.config import ModelConfig
+from emojax.gguf import GGUFError, open_reader, read_metadata
+from emojax.interventions import Intervention
 
 ARCH = "controlvector"
 UNIT = (
@@ -183,8 +187,6 @@ def read_control_vector(path: str) -> ControlVector:
     """
     import gguf
 
-    from emojax.gguf import GGUFError, open_reader, read_metadata
-
     try:
         reader = open_reader(path)
     except GGUFError as e:
@@ -221,58 +223,6 @@ def read_control_vector(path: str) -> ControlVector:
     return ControlVector(directions=directions, model_hint=hint, metadata=meta)
 
 
-def export_vector_set(
-    vs: VectorSet,
-    concept: str,
-    path: str,
-    *,
-    layers: int | Sequence[int] | None = None,
-    coef: float = 1.0,
-    model_hint: str | None = None,
-) -> str:
-    """Writes one concept of a `VectorSet` as a control vector (see the module docstring).
-
-    Args:
-      vs: the vector set ([C, L + 1, D] sites).
-      concept: the concept to export.
-      path: the `.gguf` file to write.
-      layers: emojax site(s) to steer (2 <= l <= L); None = the concept's selected layer
-        (`vs.metadata["selected_layer"][concept]`).
-      coef: strength in units of each site's median residual norm (`VectorSet.steering_vector`).
-      model_hint: `controlvector.model_hint`; None = `vs.metadata["model_type"]`, else "llama".
-
-    Returns:
-      The path written.
-
-    Raises:
-      ValueError: no layers given and none selected, or a site llama.cpp cannot steer.
-    """
-    num_layers = vs.num_layers - 1  # a set holds L + 1 sites
-    if layers is None:
-        selected = (vs.metadata.get("selected_layer") or {}).get(concept)
-        if selected is None:
-            raise ValueError(
-                f"no selected layer for {concept!r} in the set's metadata; pass layers="
-            )
-        layers = [int(selected)]
-    sites = [int(layers)] if np.ndim(layers) == 0 else [int(x) for x in layers]
-    directions = {
-        site_to_direction(s, num_layers): vs.steering_vector(concept, s, coef) for s in sites
-    }
-    meta = {
-        "emojax.concept": concept,
-        "emojax.method": vs.method,
-        "emojax.coef": float(coef),
-        "emojax.unit": UNIT,
-        "emojax.sites": sorted(sites),
-        "emojax.model": str(vs.metadata.get("model", "")),
-        "emojax.layer_convention": "direction.k is added to the output of block k = emojax "
-        "resid[k + 1] (a forward-pre-hook on model.layers[k + 1])",
-    }
-    hint = model_hint or str(vs.metadata.get("model_type") or "llama")
-    return write_control_vector(path, directions, model_hint=hint, metadata=meta)
-
-
 def to_intervention(
     config: ModelConfig, cv: ControlVector, scale: float = 1.0, *, final: str = "error"
 ) -> Intervention:
@@ -293,10 +243,6 @@ def to_intervention(
       ValueError: width mismatch, a direction beyond the model, or direction.(L - 1) with
         final="error".
     """
-    import jax.numpy as jnp
-
-    from emojax.interventions import Intervention
-
     if final not in ("error", "drop"):
         raise ValueError(f"final must be 'error' or 'drop', not {final!r}")
     if cv.d_model != config.d_model:
@@ -333,5 +279,27 @@ def to_intervention(
 def load_intervention(
     config: ModelConfig, path: str, scale: float = 1.0, *, final: str = "error"
 ) -> Intervention:
-    """`read_control_vector` then `to_intervention` (`Intervention.from_control_vector`)."""
-    return to_intervention(config, read_control_vector(path), scale, final=final)
+    """Reads a llama.cpp / repeng control-vector file as an emojax `Intervention`.
+
+    `direction.k` is added, times `scale`, to `resid[k + 1]` at every position (the mapping
+    and its source are in the module docstring): `read_control_vector` then
+    `to_intervention`.
+
+    Args:
+      config: the model config.
+      path: the control-vector `.gguf` file.
+      scale: strength multiplier (llama.cpp's `--control-vector-scaled FILE:SCALE`).
+      final: "error" or "drop" for `direction.(L-1)`, the last block's output, which
+        no Intervention reaches.
+
+    Returns:
+      The intervention.
+
+    Raises:
+      ValueError: a file llama.cpp would reject, a width or direction that does not fit the
+        model, or a non-finite `scale` or tensor value (naming it).
+    """
+    validate.check_finite(scale, "scale")
+    iv = to_intervention(config, read_control_vector(path), scale, final=final)
+    validate.check_finite(iv.add_vectors, f"control vector {path}", what="(entry, layer, d)")
+    return iv

@@ -13,9 +13,11 @@ the end-of-sequence token.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 
 from emojax import validate
 from emojax.config import ModelConfig
@@ -63,7 +65,7 @@ def generate(
 
     Raises:
       TypeError / ValueError: invalid input, named (`emojax.validate.generate_inputs`); value
-        checks run on concrete inputs only, see `emojax.validate.checked_generate` under jit.
+        checks run on concrete inputs only, see `checked_generate` under jit.
     """
     if max_new_tokens == 0:  # the prefill below always picks one token
         return tokens.astype(jnp.int32)
@@ -174,3 +176,17 @@ def decode_tokens(
     carry = (first, position, cache, rng)
     _, rest = jax.lax.scan(step, carry, jnp.arange(num_steps))
     return jnp.concatenate([first[:, None], rest.T], axis=1)
+
+
+def checked_generate(
+    params: Params, config: ModelConfig, tokens: Array, **kwargs: Any
+) -> tuple[checkify.Error, Array]:
+    """`generate` with its value checks as checkify checks (also on traced inputs).
+
+    Args:
+      params, config, tokens, **kwargs: as for `generate` (`max_new_tokens` static).
+
+    Returns:
+      `(err, tokens [B, T + max_new_tokens])`; see `emojax.model.checked_forward`.
+    """
+    return validate.checkified(generate, params, config, tokens, kwargs)

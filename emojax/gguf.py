@@ -5,7 +5,7 @@ F MLP width, V vocabulary.
 
 Tensors are dequantized to float32 with the `gguf` package (every type it can dequantize in
 numpy: F32, F16, BF16, Q4_0/1, Q5_0/1, Q8_0, the K-quants, ...), renamed to their Hugging
-Face names, and handed to `emojax.loading.params_from_tensors`, so GGUF and safetensors
+Face names, and handed to `emojax.checkpoint.params_from_tensors`, so GGUF and safetensors
 checkpoints share one layout map and one set of shape checks. The config is built as a
 Hugging Face `config.json` dictionary from the GGUF metadata and read by
 `ModelConfig.from_hf_dict`; tokenizer and chat template come from the `tokenizer.*`
@@ -38,14 +38,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from emojax.checkpoint import CheckpointError, Model, hf_shape, params_from_tensors, tensor_map
 from emojax.config import ModelConfig
-from emojax.loading import (
-    CheckpointError,
-    Model,
-    _hf_shape,
-    params_from_tensors,
-    tensor_map,
-)
+from emojax.layers import rope_inv_freq
 from emojax.params import Params, param_shapes
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gemma2")
@@ -249,8 +244,6 @@ def _llama3_scaling(rope_freqs: np.ndarray, d: dict[str, Any], path: str) -> dic
     Llama 3 rule with its published frequency factors (low 1, high 4), `factor` = the largest
     divisor and the original context length searched over powers of two.
     """
-    from emojax.layers import rope_inv_freq
-
     want = rope_inv_freq(ModelConfig.from_hf_dict(d)) / rope_freqs
     for log2 in range(4, 21):
         scaling = {
@@ -372,7 +365,7 @@ def iter_hf_tensors(reader, config: ModelConfig, path: str) -> Iterator[tuple[st
         raise GGUFError(f"{path}: missing tensor(s) {', '.join(missing[:5])}{more}")
     spec, shapes = tensor_map(config), param_shapes(config)
     for g, h in names.items():
-        want = _hf_shape(spec[h], shapes)
+        want = hf_shape(spec[h], shapes)
         got = tuple(int(x) for x in reversed(present[g].shape))
         if got != want:
             raise GGUFError(

@@ -18,6 +18,10 @@ layer `l`, exactly what a PyTorch forward-pre-hook on layer `l` sees):
 * projection capping: `h · r̂` clamped to `[min, max]`.
 
 Order at a layer's input: ablation, capping, then steering.
+
+The constructors take raw vectors. Interventions from files and vector sets are built above
+the core, which imports no file format: `emojax.control_vector.load_intervention` (a llama.cpp
+control vector) and `VectorSet.intervention` (a concept in median-norm units).
 """
 
 from __future__ import annotations
@@ -183,32 +187,6 @@ class Intervention:
             cap_min=jnp.asarray(min_value, jnp.float32).reshape(1),
             cap_max=jnp.asarray(max_value, jnp.float32).reshape(1),
         )
-
-    @classmethod
-    def from_control_vector(
-        cls, config: ModelConfig, path: str, scale: float = 1.0, *, final: str = "error"
-    ) -> Intervention:
-        """Reads a llama.cpp / repeng control-vector GGUF file (`direction.k` tensors).
-
-        `direction.k` is added, times `scale`, to `resid[k + 1]` at every position (the
-        mapping and its source are in `emojax.control_vector`).
-
-        Args:
-          config: the model config.
-          path: the control-vector `.gguf` file.
-          scale: strength multiplier (llama.cpp's `--control-vector-scaled FILE:SCALE`).
-          final: "error" or "drop" for `direction.(L-1)`, the last block's output, which
-            no Intervention reaches.
-
-        Returns:
-          The intervention.
-        """
-        from emojax.control_vector import load_intervention
-
-        validate.check_finite(scale, "scale")
-        iv = load_intervention(config, path, scale, final=final)
-        validate.check_finite(iv.add_vectors, f"control vector {path}", what="(entry, layer, d)")
-        return iv
 
     def __add__(self, other: Intervention) -> Intervention:
         if not isinstance(other, Intervention):

@@ -11,10 +11,12 @@ before the final norm. Steering "at layer l" adds to `resid[l]`.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.experimental import checkify
 
 from emojax import layers as nn
 from emojax import validate
@@ -32,10 +34,43 @@ class Output:
     Attributes:
       logits: float32 [B, T, V], or [B, P, V] at `logit_positions`; None if not requested.
       resid: [L + 1 - start_layer, B, T, D] residual stream per layer; None if not captured.
+        A plain array, so indexing it out of range clamps as every JAX array does
+        (`out.resid[31]` of a 30-layer model is `resid[30]`); `resid_at(l)` raises instead.
+      start_layer: the call's `start_layer` (static): `resid[0]` enters that layer.
     """
 
     logits: Array | None
     resid: Array | None
+    start_layer: int = struct.field(pytree_node=False, default=0)
+
+    def resid_at(self, layer: int) -> Array:
+        """`resid[layer]` [..., B, T, D], the residual stream entering decoder layer `layer`.
+
+        `layer` is the model's layer index whatever `start_layer` was: 0 is the embedding
+        output, L (the model's layers) leaves the last layer before the final norm, and a
+        negative index counts back from L + 1 (-1 is L). Leading axes added by `vmap` stay.
+
+        Raises:
+          TypeError: `layer` is not a concrete integer.
+          IndexError: `layer` is outside 0..L, or below `start_layer` (not computed).
+          ValueError: `forward` ran with `capture=False`.
+        """
+        if self.resid is None:
+            raise ValueError("no residual stream to index: forward ran with capture=False")
+        i = validate.check_int(layer, name="layer")
+        last = self.start_layer + self.resid.shape[-4] - 1  # L
+        site = i + last + 1 if i < 0 else i
+        if not 0 <= site <= last:
+            raise IndexError(
+                f"resid layer {i} is out of range for a model with {last} layers (resid[l] "
+                f"enters layer l for l in 0..{last - 1}; resid[{last}] leaves the last layer)"
+            )
+        if site < self.start_layer:
+            raise IndexError(
+                f"resid layer {i} was not computed: forward started at start_layer="
+                f"{self.start_layer} (layers {self.start_layer}..{last} are captured)"
+            )
+        return self.resid[..., site - self.start_layer, :, :, :]
 
 
 def default_positions(tokens: Array, attention_mask: Array | None) -> Array:
@@ -262,7 +297,7 @@ def forward(
 
     Raises:
       TypeError / ValueError: invalid input, named (`emojax.validate.forward_inputs`); value
-        checks run on concrete inputs only, see `emojax.validate.checked_forward` under jit.
+        checks run on concrete inputs only, see `checked_forward` under jit.
     """
     b, t = tokens.shape
     if not 0 <= start_layer < config.num_layers + (resid is not None):
@@ -303,7 +338,23 @@ def forward(
         if logit_positions is not None and not trim:
             h = jnp.take_along_axis(h, logit_positions[..., None], axis=1)
         logits = unembed(params, config, h)
-    return Output(logits=logits, resid=resid_out)
+    return Output(logits=logits, resid=resid_out, start_layer=start_layer)
+
+
+def checked_forward(
+    params: Params, config: ModelConfig, tokens: Array, **kwargs: Any
+) -> tuple[checkify.Error, Output]:
+    """`forward` with its value checks as checkify checks (also on traced inputs).
+
+    Args:
+      params, config, tokens, **kwargs: as for `forward`.
+
+    Returns:
+      `(err, out)`: `err.throw()` raises a `JaxRuntimeError` naming the first failed check
+      (e.g. "tokens[1, 3] = 300 is not a token id ..."); `out` is forward's `Output`.
+      Jit it with `static_argnames=("config", "start_layer", "return_logits", "capture")`.
+    """
+    return validate.checkified(forward, params, config, tokens, kwargs)
 
 
 def loss_fn(

@@ -150,6 +150,11 @@ def is_registered(name: str) -> bool:
     return isinstance(name, str) and (name in REGISTRY or name in BUILT)
 
 
+def registered_names() -> list[str]:
+    """Every registered model name (fetched and built), sorted."""
+    return sorted({*REGISTRY, *BUILT})
+
+
 def _ensure_built(name: str) -> str:
     builder = BUILT[name].builder
     if isinstance(builder, str):

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -133,6 +134,34 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclasses.dataclass(frozen=True)
+class WriterFiles:
+    """How a `ChunkStore` reaches the files of the one process that writes them.
+
+    This module imports nothing of the multi-host machinery: whoever makes a store passes
+    `emojax.sharding.WRITER_FILES` (process 0 writes, every process sees its answers) on a
+    run that may span hosts, or nothing (`LOCAL_FILES`) on one process.
+
+    Attributes:
+      is_writer: () -> True on the process that writes.
+      exists: path -> whether the writer's file exists, the same answer on every process.
+      read: path -> the bytes of the writer's file, on every process.
+    """
+
+    is_writer: Callable[[], bool]
+    exists: Callable[[str], bool]
+    read: Callable[[str], bytes]
+
+
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# One process: it writes, and its files are the files.
+LOCAL_FILES = WriterFiles(is_writer=lambda: True, exists=os.path.exists, read=_read_local)
+
+
 class ChunkStore:
     """Chunks of a resumable computation, one atomic `.npz` file per chunk key.
 
@@ -145,24 +174,38 @@ class ChunkStore:
 
     Because a chunk's content depends only on its key and the fingerprinted spec, a run that
     was killed and resumed produces the same files as an uninterrupted one.
+
+    Args:
+      directory: where the chunks live.
+      spec_fingerprint: `fingerprint` of everything that decides the chunks' numbers.
+      files: the writer's files (`WriterFiles`); None = `LOCAL_FILES`, refused when JAX runs
+        more than one process (pass `emojax.sharding.WRITER_FILES` there).
     """
 
-    def __init__(self, directory: str, spec_fingerprint: str):
-        from emojax import sharding  # multi-host: process 0 owns the files
+    def __init__(self, directory: str, spec_fingerprint: str, files: WriterFiles | None = None):
+        if files is None:
+            import jax
 
+            if jax.process_count() > 1:
+                raise ValueError(
+                    "a ChunkStore on a multi-process run needs files=emojax.sharding."
+                    "WRITER_FILES (process 0 writes, every process reads its chunks)"
+                )
+            files = LOCAL_FILES
+        self.files = files
         self.directory = directory
-        if sharding.is_writer():
+        if files.is_writer():
             os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, _FINGERPRINT)
-        if sharding.writer_exists(path):
-            stored = json.loads(sharding.read_on_writer(path))["fingerprint"]
+        if files.exists(path):
+            stored = json.loads(files.read(path))["fingerprint"]
             if stored != spec_fingerprint:
                 raise ValueError(
                     f"chunk store {directory} holds a different computation "
                     f"(fingerprint {stored}, this run {spec_fingerprint}); use a new workdir "
                     "or delete the chunks directory"
                 )
-        elif sharding.is_writer():
+        elif files.is_writer():
             write_json(path, {"fingerprint": spec_fingerprint})
         self.fingerprint = spec_fingerprint
 
@@ -173,22 +216,16 @@ class ChunkStore:
 
     def has(self, key: str) -> bool:
         """Whether the chunk exists (on process 0; every process gets the same answer)."""
-        from emojax import sharding
-
-        return sharding.writer_exists(self._path(key))
+        return self.files.exists(self._path(key))
 
     def save(self, key: str, arrays: Mapping[str, Any]) -> None:
         """Writes the chunk atomically (process 0 only)."""
-        from emojax import sharding
-
-        if sharding.is_writer():
+        if self.files.is_writer():
             save_arrays(self._path(key), arrays)
 
     def load(self, key: str) -> dict[str, np.ndarray]:
         """Reads the chunk (process 0's file, broadcast to every process)."""
-        from emojax import sharding
-
-        data = sharding.read_on_writer(self._path(key))
+        data = self.files.read(self._path(key))
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 

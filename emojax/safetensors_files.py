@@ -2,7 +2,8 @@
 
 A single `model.safetensors` or shards listed in `model.safetensors.index.json`; an unreadable
 index, a missing shard and a corrupt or truncated file are `CheckpointError`s naming the file.
-This module knows no model family: which tensor goes where is `emojax.loading`'s job.
+This module knows no model family: which tensor goes where is `emojax.checkpoint`'s job
+(whose `CheckpointError` this module raises).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-
-class CheckpointError(ValueError):
-    """A checkpoint does not match its config: a tensor is missing, unexpected or misshapen."""
+from emojax.checkpoint import CheckpointError
 
 
 def checkpoint_files(path: str) -> list[str]:
@@ -68,10 +67,6 @@ def iter_tensors(path: str) -> Iterator[tuple[str, Any]]:
         with open_safetensors(file) as f:
             for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
                 yield name, f.get_tensor(name)
-
-
-# Safetensors dtypes emojax loads (integer, boolean and packed types are not weights it reads).
-FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 
 def tensor_headers(path: str) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -33,6 +33,7 @@ from emojax.parallel.mesh import (
     use_mesh,
 )
 from emojax.parallel.multihost import (
+    WRITER_FILES,
     broadcast_from_writer,
     is_writer,
     maybe_initialize_distributed,
@@ -70,6 +71,7 @@ __all__ = [
     "P",
     "REFERENCE_HF_CONFIGS",
     "TPU_SPECS",
+    "WRITER_FILES",
     "AnyMesh",
     "Array",
     "Plan",

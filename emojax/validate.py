@@ -24,10 +24,15 @@ sweep:
 Entry points call `forward_inputs` / `generate_inputs` (through `validated`) and the small
 `check_*` helpers, so the model code holds no validation logic of its own.
 
-It stays one module (about 520 lines) because the contract above is one mechanism: every
+This is the lowest module of emojax: it imports no other part of it (an `Intervention` is
+checked by its leaves), so the model core and every file format can use it.
+`checked_forward` / `checked_generate` live beside `forward` (`emojax.model`) and `generate`
+(`emojax.generate`) and run them through `checkified`.
+
+It stays one module (about 500 lines) because the contract above is one mechanism: every
 `check_*` reads its values through `_values` / `_report`, whose traced behaviour (skip, or a
-checkify check) is the switch `checked_forward` / `checked_generate` set, so splitting the
-checks from the jit path would put one switch in two modules.
+checkify check) is the switch `checkified` sets, so splitting the checks from the jit path
+would put one switch in two modules.
 """
 
 from __future__ import annotations
@@ -44,10 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-Array = jax.Array
-
-# True while `checked_forward` / `checked_generate` trace their entry: traced value checks
-# then become checkify checks instead of being skipped.
+# True while `checkified` (`checked_forward` / `checked_generate`) traces its entry: traced
+# value checks then become checkify checks instead of being skipped.
 _CHECKIFY = contextvars.ContextVar("emojax_checkify", default=False)
 
 
@@ -267,42 +270,32 @@ def check_cap_bounds(min_value: Any, max_value: Any) -> None:
         _report(xp.any(lo > hi), ValueError, msg, xp.max(lo), xp.min(hi))
 
 
-def check_weight_dtype(name: str, value: Any, where: str = "") -> None:
-    """A checkpoint tensor of a floating dtype (integer weights would be cast silently).
-
-    Raises:
-      CheckpointError: naming the tensor and its dtype.
-    """
-    from emojax.loading import CheckpointError
-
-    dtype = getattr(value, "dtype", None)
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise CheckpointError(
-            f"tensor {name!r}{where} has dtype {dtype}; emojax loads floating-point weights "
-            "only (quantized / integer checkpoints are not supported)"
-        )
-
-
 def check_intervention(iv: Any, config: Any, *, name: str = "intervention") -> None:
     """Shapes match the model (L layers, width D) and every vector and bound is usable.
 
+    `iv` is checked by its leaves (this module sits below `emojax.interventions`): anything
+    without an `Intervention`'s array leaves is refused.
+
     Raises:
-      TypeError: not an `Intervention`.
+      TypeError: not an `Intervention` (a leaf is missing).
       ValueError: a leaf shaped for another model, or a NaN/inf vector (naming the entry and
         layer) or a NaN bound.
     """
-    from emojax.interventions import Intervention
-
-    if not isinstance(iv, Intervention):
-        raise TypeError(f"{name} must be an emojax.Intervention, got {type(iv).__name__}")
     num, d = config.num_layers, config.d_model
-    want = {
+    want = {  # None: any number of entries
         "add_vectors": (None, num, d),
         "ablate_dirs": (None, d),
         "ablate_layers": (None, num),
         "cap_dirs": (None, d),
         "cap_layers": (None, num),
     }
+    bounds = ("cap_min", "cap_max")
+    missing = [leaf for leaf in (*want, *bounds) if not hasattr(iv, leaf)]
+    if missing:
+        raise TypeError(
+            f"{name} must be an emojax.Intervention, got {type(iv).__name__} "
+            f"(without {', '.join(missing)})"
+        )
     for leaf, shape in want.items():
         got = _shape(getattr(iv, leaf))
         fits = len(got) == len(shape)
@@ -315,7 +308,7 @@ def check_intervention(iv: Any, config: Any, *, name: str = "intervention") -> N
     check_finite(iv.add_vectors, f"{name}.add_vectors", what="(indices: entry, layer, d)")
     check_finite(iv.ablate_dirs, f"{name}.ablate_dirs")
     check_finite(iv.cap_dirs, f"{name}.cap_dirs")
-    for leaf in ("cap_min", "cap_max"):  # +-inf is a valid (absent) bound, NaN is not
+    for leaf in bounds:  # +-inf is a valid (absent) bound, NaN is not
         v = _values(getattr(iv, leaf))
         if v is not None:
             xp = jnp if isinstance(v, jax.core.Tracer) else np
@@ -418,7 +411,15 @@ def _checkify_mode():
         _CHECKIFY.reset(token)
 
 
-def _checkified(entry: Callable, params: Any, config: Any, tokens: Any, kwargs: dict) -> Any:
+def checkified(entry: Callable, params: Any, config: Any, tokens: Any, kwargs: dict) -> Any:
+    """`entry(params, config, tokens, **kwargs)` with its value checks as checkify checks.
+
+    What `emojax.checked_forward` / `emojax.checked_generate` run (they live beside
+    `forward` and `generate`, which this module does not import).
+
+    Returns:
+      `(err, entry's output)`.
+    """
     static = {k: kwargs.pop(k) for k in _STATIC if k in kwargs}
 
     def run(params, tokens, kwargs):
@@ -426,40 +427,6 @@ def _checkified(entry: Callable, params: Any, config: Any, tokens: Any, kwargs: 
             return entry(params, config, tokens, **static, **kwargs)
 
     return checkify.checkify(run, errors=checkify.user_checks)(params, tokens, kwargs)
-
-
-def checked_forward(
-    params: Any, config: Any, tokens: Any, **kwargs: Any
-) -> tuple[checkify.Error, Any]:
-    """`emojax.forward` with its value checks as checkify checks (also on traced inputs).
-
-    Args:
-      params, config, tokens, **kwargs: as for `emojax.forward`.
-
-    Returns:
-      `(err, out)`: `err.throw()` raises a `JaxRuntimeError` naming the first failed check
-      (e.g. "tokens[1, 3] = 300 is not a token id ..."); `out` is forward's `Output`.
-      Jit it with `static_argnames=("config", "start_layer", "return_logits", "capture")`.
-    """
-    from emojax.model import forward
-
-    return _checkified(forward, params, config, tokens, kwargs)
-
-
-def checked_generate(
-    params: Any, config: Any, tokens: Any, **kwargs: Any
-) -> tuple[checkify.Error, Array]:
-    """`emojax.generate` with its value checks as checkify checks (also on traced inputs).
-
-    Args:
-      params, config, tokens, **kwargs: as for `emojax.generate` (`max_new_tokens` static).
-
-    Returns:
-      `(err, tokens [B, T + max_new_tokens])`; see `checked_forward`.
-    """
-    from emojax.generate import generate
-
-    return _checkified(generate, params, config, tokens, kwargs)
 
 
 def check_token_ids(ids: Any, vocab_size: int, *, name: str) -> None:

@@ -7,11 +7,14 @@ is the output of the last layer (a forward hook on `model.layers[-1]`). It also 
 per-site median residual norm on neutral text `layer_norms [L]` (the steering unit: a
 coefficient `a` means adding `a * layer_norms[l] * vectors[c, l]`) and `scales [C, L]`, the
 length of the concept's mean difference along each direction (residual-stream units).
+`intervention(config, concept, layer, coef)` turns one direction into an `emojax.Intervention`
+in those units (`Intervention.add` takes raw vectors).
 
 Storage: `save`/`load` write an orbax checkpoint of the arrays plus `metadata.json`;
 `export_safetensors`/`load_safetensors` write `<name>.safetensors` (tensors `vectors`,
 `scales`, `layer_norms`) plus `<name>.json` (concept names, method, layer convention, metadata)
-that PyTorch steering tools can read without JAX.
+that PyTorch steering tools can read without JAX; `export_control_vector` writes a llama.cpp
+control vector (`emojax.control_vector`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-from emojax import results
+from emojax import control_vector, results, validate
+from emojax.config import ModelConfig
+from emojax.interventions import Intervention
 
 LAYER_CONVENTION = (
     "vectors[c, l] belongs to the residual stream entering decoder layer l (a forward-pre-hook "
@@ -77,6 +83,60 @@ class VectorSet:
     def steering_vector(self, concept: str, layer: int, coef: float = 1.0) -> np.ndarray:
         """[D] `coef * layer_norms[layer] * unit direction` (coef in norm units)."""
         return coef * self.layer_norms[layer] * self.vectors[self.index(concept), layer]
+
+    def intervention(
+        self,
+        config: ModelConfig,
+        concept: str,
+        layer: int,
+        coef: float | jnp.ndarray,
+        *,
+        unit: str = "median_norm",
+        positions: jnp.ndarray | None = None,
+    ) -> Intervention:
+        """Additive steering along `concept` at `resid[layer]`, as an `emojax.Intervention`.
+
+        Units: with `unit="median_norm"` (the default, and the unit of sweeps, reports and
+        `export_control_vector`) `coef` counts the layer's median residual-stream norm on
+        neutral text, so it adds `coef * layer_norms[layer] * vectors[c, layer]` (=
+        `steering_vector(concept, layer, coef)`): coef 1 is a step as long as a typical
+        residual. With `unit="raw"`, `coef` is in residual-stream units along the unit
+        direction: it adds `coef * vectors[c, layer]`. (`Intervention.add` takes the vector
+        as given, in raw units.)
+
+        Args:
+          config: the model's config (the set must hold its L + 1 sites).
+          concept: one of `concepts`.
+          layer: the decoder layer whose input is steered, in [-L, L) (site L, the last
+            layer's output, is read by no layer and cannot be steered).
+          coef: the strength, in `unit`s (may be traced: one program for every coef).
+          unit: "median_norm" or "raw".
+          positions: [B, T] prompt positions to steer; None steers every position, including
+            the tokens `generate` produces (as `Intervention.add`).
+
+        Returns:
+          The intervention.
+
+        Raises:
+          ValueError: an unknown unit or concept, or a set of another model's shape.
+          IndexError / TypeError: `layer` out of range or not an integer.
+        """
+        if unit not in ("median_norm", "raw"):
+            raise ValueError(f"unit must be 'median_norm' or 'raw', not {unit!r}")
+        num = config.num_layers
+        if self.vectors.shape[1:] != (num + 1, config.d_model):
+            raise ValueError(
+                f"the vector set has {self.vectors.shape[1]} sites of width "
+                f"{self.vectors.shape[2]}; a model with {num} layers and d_model "
+                f"{config.d_model} needs {num + 1} sites of width {config.d_model}"
+            )
+        if concept not in self.concepts:
+            raise ValueError(f"concept {concept!r} is not in the set {list(self.concepts)}")
+        site = validate.check_layer(layer, num)
+        vector = self.vectors[self.index(concept), site]
+        if unit == "median_norm":
+            vector = self.layer_norms[site] * vector
+        return Intervention.add(config, site, vector, coef, positions=positions)
 
     def subset(self, concepts: Sequence[str]) -> VectorSet:
         """The set restricted to `concepts` (in that order)."""
@@ -147,14 +207,45 @@ class VectorSet:
         """Writes `concept` as a llama.cpp / repeng control-vector GGUF file; returns its path.
 
         Site `l` (2 <= l <= num_layers) becomes `direction.(l-1)` holding
-        `steering_vector(concept, l, coef)`; see `emojax.control_vector`. `layers=None` exports
-        the concept's selected layer (`metadata["selected_layer"]`).
-        """
-        from emojax.control_vector import export_vector_set
+        `steering_vector(concept, l, coef)`; see `emojax.control_vector`.
 
-        return export_vector_set(
-            self, concept, path, layers=layers, coef=coef, model_hint=model_hint
-        )
+        Args:
+          concept: the concept to export.
+          path: the `.gguf` file to write.
+          layers: emojax site(s) to steer (2 <= l <= L); None = the concept's selected layer
+            (`metadata["selected_layer"][concept]`).
+          coef: strength in units of each site's median residual norm (`steering_vector`).
+          model_hint: `controlvector.model_hint`; None = `metadata["model_type"]`, else
+            "llama".
+
+        Raises:
+          ValueError: no layers given and none selected, or a site llama.cpp cannot steer.
+        """
+        num_layers = self.num_layers - 1  # a set holds L + 1 sites
+        if layers is None:
+            selected = (self.metadata.get("selected_layer") or {}).get(concept)
+            if selected is None:
+                raise ValueError(
+                    f"no selected layer for {concept!r} in the set's metadata; pass layers="
+                )
+            layers = [int(selected)]
+        sites = [int(layers)] if np.ndim(layers) == 0 else [int(x) for x in layers]
+        directions = {
+            control_vector.site_to_direction(s, num_layers): self.steering_vector(concept, s, coef)
+            for s in sites
+        }
+        meta = {
+            "emojax.concept": concept,
+            "emojax.method": self.method,
+            "emojax.coef": float(coef),
+            "emojax.unit": control_vector.UNIT,
+            "emojax.sites": sorted(sites),
+            "emojax.model": str(self.metadata.get("model", "")),
+            "emojax.layer_convention": "direction.k is added to the output of block k = emojax "
+            "resid[k + 1] (a forward-pre-hook on model.layers[k + 1])",
+        }
+        hint = model_hint or str(self.metadata.get("model_type") or "llama")
+        return control_vector.write_control_vector(path, directions, model_hint=hint, metadata=meta)
 
     @classmethod
     def load_safetensors(cls, path: str) -> VectorSet:

@@ -120,14 +120,14 @@ def test_imported_vector_steers_like_the_original(llama, tmp_path):
     path = vs.export_control_vector("concern", str(tmp_path / "v.gguf"), layers=2, coef=3.0)
     original = emojax.Intervention.add(cfg, 2, vs.steering_vector("concern", 2, 3.0))
 
-    imported = emojax.Intervention.from_control_vector(cfg, path)
+    imported = cvec.load_intervention(cfg, path)
     for a, b in zip(jax.tree.leaves(imported), jax.tree.leaves(original), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     tokens = random_tokens(2, 9, seed=21)
     steered = forward(llama, tokens, imported)
     np.testing.assert_array_equal(steered, forward(llama, tokens, original))
 
-    half = emojax.Intervention.from_control_vector(cfg, path, scale=0.5)
+    half = cvec.load_intervention(cfg, path, scale=0.5)
     np.testing.assert_allclose(np.asarray(half.add_vectors), 0.5 * np.asarray(original.add_vectors))
     assert np.abs(forward(llama, tokens, half) - steered).max() > 1e-3
 
@@ -138,7 +138,7 @@ def test_direction_k_is_the_output_of_block_k(llama, tmp_path):
     v = 2.0 * random_unit(cfg.d_model, 31)
     path = cvec.write_control_vector(str(tmp_path / "v.gguf"), {1: v}, model_hint="llama")
     tokens = random_tokens(2, 9, seed=22)
-    got = forward(llama, tokens, emojax.Intervention.from_control_vector(cfg, path))
+    got = forward(llama, tokens, cvec.load_intervention(cfg, path))
 
     def llama_cpp_logits(block: int) -> np.ndarray:
         handle = decoder_layers(hf)[block].register_forward_hook(block_output_hook(v))
@@ -186,9 +186,9 @@ def test_repeng_layout_file_loads(llama, tmp_path, layer_count_type):
     assert cv.sites(cfg.num_layers) == {2: cv.directions[1], 3: cv.directions[2]}
     # direction.2 steers the last block's output, which no emojax Intervention reaches.
     with pytest.raises(ValueError, match=r"direction\.2 steers the output of the last block"):
-        emojax.Intervention.from_control_vector(cfg, path)
+        cvec.load_intervention(cfg, path)
     with pytest.warns(UserWarning, match=r"dropped direction\.2"):
-        iv = emojax.Intervention.from_control_vector(cfg, path, scale=2.0, final="drop")
+        iv = cvec.load_intervention(cfg, path, scale=2.0, final="drop")
     want = np.zeros((1, cfg.num_layers, cfg.d_model), np.float32)
     want[0, 2] = 2.0 * dirs[1]
     np.testing.assert_array_equal(np.asarray(iv.add_vectors), want)
@@ -235,10 +235,10 @@ def test_a_model_file_or_a_wrong_width_is_rejected(llama, tmp_path):
         cvec.read_control_vector(model_file)
     narrow = cvec.write_control_vector(str(tmp_path / "n.gguf"), {1: np.ones(32)}, model_hint="x")
     with pytest.raises(ValueError, match="width 32 != model d_model 64"):
-        emojax.Intervention.from_control_vector(llama.config, narrow)
+        cvec.load_intervention(llama.config, narrow)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the matching hint raises no warning
         ok = cvec.write_control_vector(
             str(tmp_path / "ok.gguf"), {1: np.ones(64)}, model_hint="llama"
         )
-        emojax.Intervention.from_control_vector(llama.config, ok)
+        cvec.load_intervention(llama.config, ok)

@@ -283,6 +283,50 @@ def test_cap_clamps_the_projection(llama):
     _close(jit_forward()(params, cfg, jnp.asarray(tokens), intervention=loose).logits, base.logits)
 
 
+def test_vector_set_intervention_is_add_in_median_norm_units(llama):
+    from emojax.vectors import VectorSet
+
+    params, cfg = llama.params, llama.config
+    L, D = cfg.num_layers, cfg.d_model
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(2, L + 1, D)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    vs = VectorSet(vectors=v, scales=np.ones((2, L + 1)), layer_norms=rng.uniform(2, 4, L + 1),
+                   concepts=("concern", "refusal"), method="diff_of_means")  # fmt: skip
+    same = lambda a, b: jax.tree.map(lambda x, y: _close(x, y, atol=1e-6), a, b)
+
+    iv = vs.intervention(cfg, "refusal", layer=2, coef=0.5)
+    same(iv, emojax.Intervention.add(cfg, 2, vs.steering_vector("refusal", 2, 0.5)))
+    same(iv, emojax.Intervention.add(cfg, 2, 0.5 * vs.layer_norms[2] * v[1, 2]))
+    raw = vs.intervention(cfg, "refusal", 2, 0.5, unit="raw")
+    same(raw, emojax.Intervention.add(cfg, 2, 0.5 * v[1, 2]))
+    assert not np.allclose(raw.add_vectors, iv.add_vectors)  # layer_norms[2] is 2..4, not 1
+    # A negative layer is the same decoder layer as for Intervention.add (not site L + 1 - k).
+    last = emojax.Intervention.add(cfg, L - 1, vs.steering_vector("concern", L - 1, 2.0))
+    same(vs.intervention(cfg, "concern", -1, 2.0), last)
+    mask = jnp.asarray(left_pad_mask(B, T, [0, 3]))
+    prompt_only = emojax.Intervention.add(cfg, 1, vs.steering_vector("concern", 1), positions=mask)
+    same(vs.intervention(cfg, "concern", 1, 1.0, positions=mask), prompt_only)
+
+    # What it adds to resid[2] at every position is coef median norms along the direction.
+    tokens = _tokens(seed=12)
+    base = jit_forward()(params, cfg, tokens)
+    out = jit_forward()(params, cfg, tokens, intervention=iv)
+    delta = np.asarray(out.resid_at(2) - base.resid_at(2))
+    _close(delta, np.broadcast_to(0.5 * vs.layer_norms[2] * v[1, 2], delta.shape), atol=1e-5)
+    _close(out.resid_at(1), base.resid_at(1))
+
+    with pytest.raises(IndexError, match=f"layer {L} is out of range"):
+        vs.intervention(cfg, "refusal", L, 1.0)  # site L: the last layer's output
+    with pytest.raises(ValueError, match="unit must be 'median_norm' or 'raw'"):
+        vs.intervention(cfg, "refusal", 1, 1.0, unit="norm")
+    with pytest.raises(ValueError, match="concept 'joy' is not in the set"):
+        vs.intervention(cfg, "joy", 1, 1.0)
+    other = VectorSet(v[:, :L], np.ones((2, L)), np.ones(L), vs.concepts, vs.method)
+    with pytest.raises(ValueError, match=f"needs {L + 1} sites"):
+        other.intervention(cfg, "refusal", 1, 1.0)
+
+
 def test_bad_interventions_raise(llama):
     cfg = llama.config
     with pytest.raises(ValueError, match="shape"):
@@ -311,6 +355,47 @@ def test_logit_positions_and_optional_outputs(llama):
 
     bare = jit_forward()(params, cfg, tokens, return_logits=False, capture=False)
     assert bare.logits is None and bare.resid is None
+    with pytest.raises(ValueError, match="capture=False"):
+        bare.resid_at(0)
+
+
+def test_resid_at_raises_where_indexing_clamps(llama):
+    params, cfg = llama.params, llama.config
+    L, D = cfg.num_layers, cfg.d_model
+    tokens = _tokens(seed=11)
+    out = emojax.forward(params, cfg, tokens)
+    for layer in range(L + 1):
+        np.testing.assert_array_equal(out.resid_at(layer), out.resid[layer])
+    np.testing.assert_array_equal(out.resid_at(-1), out.resid[L])
+    np.testing.assert_array_equal(out.resid_at(-(L + 1)), out.resid[0])
+    # The plain array clamps, as every JAX array does: resid[L + 1] is resid[L], no error.
+    np.testing.assert_array_equal(out.resid[L + 1], out.resid[L])
+    for bad in (L + 1, -(L + 2), 100):
+        with pytest.raises(IndexError, match=rf"resid layer {bad} is out of range .* {L} layers"):
+            out.resid_at(bad)
+    with pytest.raises(TypeError, match="layer must be an integer"):
+        out.resid_at(1.0)
+
+    # After prefix reuse it keeps the model's layer numbers; skipped layers are not there.
+    tail = emojax.forward(params, cfg, tokens, start_layer=2, resid=out.resid_at(2))
+    assert tail.start_layer == 2 and tail.resid.shape[0] == L - 1
+    _close(tail.resid_at(2), out.resid_at(2))
+    _close(tail.resid_at(-1), out.resid_at(L))
+    with pytest.raises(IndexError, match="resid layer 1 was not computed: .*start_layer=2"):
+        tail.resid_at(1)
+    with pytest.raises(IndexError, match="out of range"):
+        tail.resid_at(L + 1)
+
+    # Output stays a pytree: under jit the check runs at trace time, under vmap the leading
+    # axis stays.
+    with pytest.raises(IndexError, match="out of range"):
+        jax.jit(lambda p, t: emojax.forward(p, cfg, t).resid_at(L + 1))(params, tokens)
+    assert len(jax.tree.leaves(out)) == 2
+    rows = jax.vmap(lambda t: emojax.forward(params, cfg, t[None]))(tokens)
+    assert rows.resid_at(L).shape == (B, 1, T, D)
+    _close(rows.resid_at(L)[:, 0], out.resid_at(L), atol=1e-4)
+    with pytest.raises(IndexError, match="out of range"):
+        rows.resid_at(L + 1)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma2", "gpt2"])

@@ -120,6 +120,25 @@ def test_nonexistent_path_or_uncached_model_id(tmp_path, monkeypatch):
         emojax.load_model("no-such-org/no-such-model")
 
 
+def test_unknown_model_name_lists_the_registered_names_and_the_local_forms(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from emojax import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setitem(models.BUILT, "zz-test-built", models.BuiltModel("zz-test-built", "x:y"))
+    names = models.registered_names()
+    assert "smollm2-135m-instruct" in names and names[-1] == "zz-test-built"
+    with pytest.raises(FileNotFoundError) as err:
+        emojax.load_model("nonexistent")
+    message = str(err.value)
+    assert message.startswith("'nonexistent' is neither a local checkpoint directory")
+    assert f"({', '.join(names)})" in message  # every registered name, fetched and built
+    assert "config.json and *.safetensors" in message and ".gguf file" in message
+    assert "\n" not in message  # one line: scripts print it as `error: ...`
+
+
 # ---------------------------------------------------------------------------------------------
 # good checkpoints in other layouts
 

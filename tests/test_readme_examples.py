@@ -20,8 +20,10 @@ replaced):
   concern pairs relabelled `joy`, as CSV) and an empty `my_data/`.]
 * "Concept vectors and their stability": [`path` = the tiny model; "/tmp/" -> a temporary
   directory.]
-* "PyTorch side (no emojax needed)": continues the block above in its namespace [`l` = 4,
-  `coef` = 0.5, `model` = transformers' model of the same checkpoint]; the test then checks
+* "Steer with a VectorSet": continues the block above in its namespace; the test checks the
+  intervention against `Intervention.add` with the vector scaled by hand, and that it steers.
+* "PyTorch side (no emojax needed)": reads the files the "Concept vectors" block wrote [`l` =
+  4, `coef` = 0.5, `model` = transformers' model of the same checkpoint]; the test then checks
   that the hook changes the logits.
 """
 
@@ -49,6 +51,10 @@ EXTRACT = (
     "import jax, emojax",
 )
 TORCH_SIDE = EXTRACT[:1] + ("# PyTorch side (no emojax needed)",)
+STEER = EXTRACT[:1] + (
+    "# Steer with a VectorSet: coef counts resid[l]'s median norm on neutral text "
+    "(the sweep's unit)",
+)
 
 GGUF_CHAT = ("The real model, GGUF files and llama.cpp control vectors",
              "import jax.numpy as jnp, emojax")  # fmt: skip
@@ -148,7 +154,7 @@ def tiny(tmp_path_factory) -> pathlib.Path:
 
 
 def test_every_python_example_is_run_or_excluded():
-    run_here = {LIBRARY, ENGLISH, CONCEPTS_API, EXTRACT, TORCH_SIDE, GGUF_CHAT}
+    run_here = {LIBRARY, ENGLISH, CONCEPTS_API, EXTRACT, STEER, TORCH_SIDE, GGUF_CHAT}
     assert set(python_blocks()) == run_here | set(EXCLUDED)
 
 
@@ -211,11 +217,22 @@ def test_concepts_api(tiny, tmp_path, monkeypatch):
 
 
 def test_concept_vectors_and_the_pytorch_side(tiny, tmp_path):
+    import jax
     import torch
     import transformers
 
+    import emojax
+
     ns = run(block(EXTRACT, {"/tmp/": f"{tmp_path}/"}), {"path": str(tiny)})
     assert set(ns["rep"]) and (tmp_path / "v_torch.safetensors").exists()
+    steer = run(block(STEER), ns)
+    vs, m = steer["vs"], steer["m"]
+    want = emojax.Intervention.add(m.config, 4, 0.5 * vs.layer_norms[4] * vs.vectors[0, 4])
+    assert vs.concepts[0] == "concern"
+    for got, expected in zip(jax.tree.leaves(steer["iv"]), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    plain = emojax.forward(m.params, m.config, steer["tokens"])
+    assert not np.allclose(steer["steered"].logits, plain.logits)
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny).eval()
     ids = torch.tensor([[2, 5, 6, 7]])

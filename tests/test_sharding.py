@@ -311,10 +311,16 @@ def multihost_main(process_id: int, tmp: str, port: int) -> None:
         np.load(io.BytesIO(sh.read_on_writer(os.path.join(out, "logits.npy")))), logits
     )
     # The resumable chunk store: every process agrees on what exists, only process 0 writes,
-    # every process reads process 0's chunk.
+    # every process reads process 0's chunk. `results` imports no sharding: the caller passes
+    # the writer's files, and a store without them is refused on two processes.
     from emojax.results import ChunkStore
 
-    store = ChunkStore(os.path.join(tmp, "chunks"), "spec-1")
+    try:
+        ChunkStore(os.path.join(tmp, "chunks"), "spec-1")
+        raise AssertionError("a ChunkStore without files= on 2 processes was accepted")
+    except ValueError as e:
+        assert "WRITER_FILES" in str(e), e
+    store = ChunkStore(os.path.join(tmp, "chunks"), "spec-1", sh.WRITER_FILES)
     assert not store.has("c0")
     store.save("c0", {"logits": logits})
     sh.sync("chunk saved")
@@ -478,6 +484,8 @@ def test_single_process_helpers(tmp_path, monkeypatch):
     assert not sh.writer_exists(str(path))
     path.write_bytes(b"abc")
     assert sh.writer_exists(str(path)) and sh.read_on_writer(str(path)) == b"abc"
+    files = sh.WRITER_FILES  # what a results.ChunkStore is given
+    assert files.is_writer() and files.exists(str(path)) and files.read(str(path)) == b"abc"
 
     assert dict(sh.rules_from_config({"vocab": ""}))["vocab"] is None
     with pytest.raises(ValueError, match="unknown logical axes"):

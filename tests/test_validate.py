@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from conftest import _TINY, left_pad_mask, random_tokens  # noqa: E402
 
 import emojax  # noqa: E402
-from emojax import extract, sweep  # noqa: E402
+from emojax import control_vector, extract, sweep  # noqa: E402
 
 V, D, L = _TINY["vocab_size"], _TINY["hidden_size"], _TINY["num_hidden_layers"]
 
@@ -203,8 +203,11 @@ BAD_INPUTS = [
      lambda m: emojax.Intervention.cap(m.cfg, m.vectors[0, 0], 1.0, min_value=2.0), ValueError,
      r"min_value = 2.0 exceeds max_value = 1.0"),
     ("control vector NaN scale",
-     lambda m: emojax.Intervention.from_control_vector(m.cfg, str(m.tmp / "cv.gguf"), np.nan),
+     lambda m: control_vector.load_intervention(m.cfg, str(m.tmp / "cv.gguf"), np.nan),
      ValueError, r"scale = nan is not finite"),
+    ("forward intervention not an Intervention",
+     lambda m: _forward(m, intervention={"add_vectors": m.vectors[:1, :L]}), TypeError,
+     r"intervention must be an emojax.Intervention, got dict \(without add_vectors, "),
     # loading
     ("int32 weight tensor", _int_checkpoint, emojax.CheckpointError,
      r"model\.layers\.1\.self_attn\.q_proj\.weight.* dtype int32"),

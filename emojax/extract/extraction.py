@@ -75,7 +75,7 @@ def tokenizer_rendering(tokenizer: Any) -> str:
     template) is recognised by its special tokens at fixed ids: <pad>, <unk>, <bos>, <|end|>,
     <|system|>, <|user|>, <|assistant|> = 0..6, which no real tokenizer has.
     """
-    from emojax.zoo.tokenizer import SPECIALS
+    from emojax.zoo.tokenizer import SPECIALS  # up a layer, lazily: to tell the zoo tokenizer
 
     convert = getattr(tokenizer, "convert_tokens_to_ids", None)
     if convert is None:

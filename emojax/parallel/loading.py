@@ -4,7 +4,7 @@ Dimension legend: L layers, D model width, H query heads, G key/value heads, K h
 F MLP width, V vocabulary.
 
 Each device reads only its own block of each tensor (`safe_open(...).get_slice`); names and
-layouts come from `emojax.loading.tensor_map`, and the layout of every leaf from
+layouts come from `emojax.checkpoint.tensor_map`, and the layout of every leaf from
 `emojax.parallel.rules.param_shardings`.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from safetensors import safe_open
 
+from emojax import checkpoint, loading
 from emojax.config import ModelConfig
 from emojax.parallel.rules import DEFAULT_RULES, _is_shape, param_shardings
 from emojax.params import Params, param_shapes
@@ -33,7 +34,7 @@ def _fast_slicer(leaf: str, config: ModelConfig) -> Callable | None:
     Returns `read(hf_slice, index) -> block` for the `nn.Linear` layouts of the RoPE families
     (`[out, in]` weights; emojax splits heads off `out` or `in`), or None where the generic
     path must run (GPT-2's fused Conv1D). `load_sharded_params` checks each slicer against
-    `loading.tensor_map`'s own transform on layer 0 and falls back when they disagree.
+    `checkpoint.tensor_map`'s own transform on layer 0 and falls back when they disagree.
     """
     if config.model_type == "gpt2":
         return None
@@ -100,7 +101,7 @@ def load_sharded_params(
     only that device's block of each layer's tensor (`safe_open(...).get_slice`), so a device
     only ever receives its own shards and a host holds at most one device's shard of one
     weight in flight, never the whole model. Names and layouts come from
-    `loading.tensor_map`, the one place that knows HF conventions; the sliced readers of the
+    `checkpoint.tensor_map`, the one place that knows HF conventions; the sliced readers of the
     `nn.Linear` families are checked against its transforms once per weight, and GPT-2's
     fused c_attn falls back to reading each whole (small) tensor.
 
@@ -119,13 +120,11 @@ def load_sharded_params(
       (config, params), params laid out as `param_shardings(config, mesh, rules)`.
 
     Raises:
-      loading.CheckpointError: a missing, unexpected or misshapen tensor.
+      checkpoint.CheckpointError: a missing, unexpected or misshapen tensor.
     """
-    from emojax import loading
-
     path = loading.resolve_path(path)
     config = ModelConfig.from_pretrained(path)
-    tmap = loading.tensor_map(config)
+    tmap = checkpoint.tensor_map(config)
     np_dtype = np.dtype(jnp.dtype(dtype))
 
     with contextlib.ExitStack() as stack:
@@ -133,17 +132,15 @@ def load_sharded_params(
         for file in loading.checkpoint_files(path):
             f = stack.enter_context(safe_open(file, framework="numpy"))
             for raw in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                name = loading.canonical_name(raw, config)
+                name = checkpoint.canonical_name(raw, config)
                 if name in tmap:
                     tensors[name] = f.get_slice(raw)
-                elif not name.endswith(loading._IGNORED_SUFFIXES) and not (
-                    name == "lm_head.weight" and config.tie_embeddings
-                ):
-                    raise loading.CheckpointError(f"unexpected tensor {raw!r} in {path}")
+                elif not checkpoint.is_ignored(name, config):
+                    raise checkpoint.CheckpointError(f"unexpected tensor {raw!r} in {path}")
         missing = sorted(set(tmap) - set(tensors))
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-            raise loading.CheckpointError(
+            raise checkpoint.CheckpointError(
                 f"missing tensor(s) in {path}: {', '.join(missing[:5])}{more}"
             )
 
@@ -161,7 +158,7 @@ def load_sharded_params(
                 want = _get_path(shapes, leaf)
                 want = want if spec.layer is None else want[1:]
                 if tuple(outs[j].shape) != tuple(want):
-                    raise loading.CheckpointError(
+                    raise checkpoint.CheckpointError(
                         f"tensor {name!r} in {path} has shape {hf.shape}, which does not fit "
                         f"{leaf} of shape {want}"
                     )

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from emojax import results
+
 _COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 
 
@@ -111,3 +113,8 @@ def read_on_writer(path: str) -> bytes:
     size = int(broadcast_from_writer(np.asarray(len(data), np.int64)))
     buf = np.frombuffer(data, np.uint8) if is_writer() else np.zeros(size, np.uint8)
     return np.asarray(broadcast_from_writer(buf), np.uint8).tobytes()
+
+
+# What a `results.ChunkStore` of a run that may span hosts is given: process 0 writes, every
+# process gets process 0's answers (with one process: local files).
+WRITER_FILES = results.WriterFiles(is_writer=is_writer, exists=writer_exists, read=read_on_writer)

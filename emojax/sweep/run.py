@@ -24,7 +24,7 @@ import numpy as np
 
 from emojax import readouts as ro
 from emojax import results as res
-from emojax import validate
+from emojax import sharding, validate
 from emojax.sweep.assemble import SweepResults, _assemble_flat, _to_grids
 from emojax.sweep.chunks import _chunk_shape, _chunks, _layer_rows, _pad_rows, _run_chunk
 from emojax.sweep.conditions import (
@@ -144,7 +144,9 @@ def _chunk_store(
         "refusal_ids": list(map(int, plan.refusal_ids)),
         "model": repr(model.config),
     }
-    return res.ChunkStore(os.path.join(workdir, "chunks"), res.fingerprint(spec))
+    return res.ChunkStore(
+        os.path.join(workdir, "chunks"), res.fingerprint(spec), sharding.WRITER_FILES
+    )
 
 
 def _unsteered(model: Any, prompts: SweepPrompts, plan: _Plan) -> _Unsteered:
