@@ -4,7 +4,8 @@ The graph is read from the source with `ast`, never by importing it. Nodes are t
 emojax/ (a package is its `__init__.py`). An edge A -> B is any import of B in A, at the top
 or inside a function (a lazy import is still a dependency), under `if TYPE_CHECKING:` too:
 `import emojax.b`, `from emojax.b import name` (an edge to `emojax.b.name` when that is a
-module, else to `emojax.b`), `from emojax import b`, and relative imports.
+module, else to `emojax.b`), `from emojax import b`, and relative imports. An import of an
+emojax module that does not exist is reported as such (not read as an import of its parent).
 
 Packages. A package's `__init__.py` importing its own submodules is a re-export, not a
 dependency of the package on them, so those edges are dropped; in their place, whoever
@@ -69,6 +70,7 @@ class Graph:
     modules: dict[str, pathlib.Path]  # dotted name -> file
     packages: set[str]
     imports: list[Import]
+    missing: list[str]  # imports of emojax modules that do not exist ("file:line name")
 
     def where(self, imp: Import) -> str:
         """`emojax/x.py:line` of an import."""
@@ -126,7 +128,7 @@ def comment_lines(source: str) -> tuple[set[int], set[int]]:
 
 def read_graph(package_dir: pathlib.Path) -> Graph:
     modules, packages = module_names(package_dir)
-    imports = []
+    imports, missing = [], []
     for name, path in modules.items():
         source = path.read_text(encoding="utf-8")
         tree = ast.parse(source, filename=str(path))
@@ -134,12 +136,14 @@ def read_graph(package_dir: pathlib.Path) -> Graph:
         here = name if name in packages else name.rpartition(".")[0]
         for node, lazy in _imports(tree):
             targets = _targets(node, here, modules)
+            missing += [f"{path.name}:{node.lineno} {t[1:]}" for t in targets if t[0] == "?"]
+            targets = tuple(t for t in targets if t[0] != "?")
             if not targets:
                 continue
             span = set(range(node.lineno, (node.end_lineno or node.lineno) + 1))
             commented = bool(span & with_comment) or node.lineno - 1 in comment_only
             imports.append(Import(name, targets, node.lineno, lazy, commented))
-    return Graph(modules, packages, imports)
+    return Graph(modules, packages, imports, missing)
 
 
 def _imports(tree: ast.AST):
@@ -155,10 +159,9 @@ def _imports(tree: ast.AST):
 
 
 def _targets(node: ast.Import | ast.ImportFrom, here: str, modules) -> tuple[str, ...]:
-    """The emojax modules an import statement names."""
+    """The emojax modules an import statement names ("?name" for one that does not exist)."""
     if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-        return tuple(sorted({_owner(n, modules) for n in names} - {None}))
+        return tuple(sorted({_module(a.name, modules) for a in node.names} - {None}))
     if node.level:  # relative: `from . import x`, `from ..y import z`
         parts = here.split(".")
         parts = parts[: len(parts) - (node.level - 1)]
@@ -170,18 +173,15 @@ def _targets(node: ast.Import | ast.ImportFrom, here: str, modules) -> tuple[str
         if f"{base}.{alias.name}" in modules:
             out.add(f"{base}.{alias.name}")  # `from emojax import sweep`: the module
         else:
-            out.add(_owner(base, modules))
+            out.add(_module(base, modules))  # a name defined in `base`
     return tuple(sorted(out - {None}))
 
 
-def _owner(name: str, modules) -> str | None:
-    """The emojax module `name` is or lies in (None outside emojax)."""
-    parts = name.split(".")
-    while parts:
-        if ".".join(parts) in modules:
-            return ".".join(parts)
-        parts.pop()
-    return None
+def _module(name: str, modules) -> str | None:
+    """`name` if it is an emojax module, "?name" if it should be one, None outside emojax."""
+    if name != "emojax" and not name.startswith("emojax."):
+        return None
+    return name if name in modules else "?" + name
 
 
 def layer_of(module: str) -> int:
@@ -249,6 +249,7 @@ GRAPH = read_graph(ROOT / "emojax")
 
 def test_the_graph_is_read():
     g = GRAPH
+    assert not g.missing, f"imports of emojax modules that do not exist: {g.missing}"
     assert len(g.modules) > 90 and {"emojax", "emojax.sweep", "emojax.pipeline"} <= g.packages
     edges = g.edges()
     assert {"emojax.config", "emojax.interventions", "emojax.params"} <= edges["emojax.model"]
@@ -304,9 +305,10 @@ def _tree(tmp_path: pathlib.Path, files: dict[str, str]) -> Graph:
 def test_a_direct_circle_is_found(tmp_path):
     g = _tree(tmp_path, {
         "__init__.py": "",
-        "a.py": "from emojax.b import f\n",
+        "a.py": "from emojax.b import f\nimport numpy\nfrom emojax.gone import x\n",
         "b.py": "def f():\n    from emojax import a  # lazy, still a circle\n",
     })  # fmt: skip
+    assert g.missing == ["a.py:3 emojax.gone"]
     assert find_cycle(g.edges()) in (["emojax.a", "emojax.b", "emojax.a"],
                                      ["emojax.b", "emojax.a", "emojax.b"])  # fmt: skip
 
