@@ -1,88 +1,160 @@
-"""Fast calibration of Δ_steer and of the break rule on simulated data with known answers.
+"""The calibration of the break rule as shipped, fast (`python scripts/calibrate.py` is the full
+study, the README's tables).
 
-The full study is `python scripts/calibrate.py` (50 seeds, larger samples); this is its quick
-version: the same estimators on fewer requests and draws.
+* The pieces: the NumPy probe against scikit-learn, its folds, the stratum weights against the
+  pipeline's, every planted truth recomputed.
+* The study on a small regime (`quick_regime`, 3 seeds, the null, persistent and
+  missing-data scenarios): intervals cover the truth, no false "present" under the null, the
+  planted value found, no false break, and a deliberately broken rule (a not-estimable Δ
+  counted as vanished) caught making false breaks on the missing-data axes.
 """
+
+import importlib.util
+import json
+import pathlib
+import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
 from emojax import calibration as cal
+from emojax import workdir
+from emojax.calibration import axis, grids, world
+from emojax.pipeline import stratify
 
-SIM = cal.SteerSim(num_requests=120)
-SEEDS = range(50)
-
-
-def test_delta_steer_interval_calibrated_under_null_and_detects_a_planted_effect():
-    null = cal.steer_study(SEEDS, effect=0.0, sim=SIM, num_draws=200)
-    assert null["mean_truth"] == 0.0
-    assert null["coverage_zero"] >= 0.9
-    assert null["significant"] <= 0.1  # false "emotion adds steering value"
-    assert 0.3 <= null["positive_fraction"] <= 0.7  # symmetric around 0
-    planted = cal.steer_study(SEEDS, effect=1.0, sim=SIM, num_draws=200)
-    assert planted["mean_truth"] > 0.08
-    assert planted["significant"] >= 0.8  # the right answer differs, and is found
-    assert planted["coverage_truth"] >= 0.85
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAT = world.Latents()
 
 
-@pytest.mark.parametrize("scenario", cal.SCENARIOS, ids=lambda s: s.name)
-def test_break_rule_on_planted_axes(scenario):
-    res = cal.break_study(range(20), scenario, margin=0.1, sim=SIM, num_draws=200)
-    # Value that is still there is never declared vanished.
-    assert res["false_break"] <= 0.1
-    if scenario.name in ("persistent", "marginal", "eliminated"):
-        assert res["correct"] >= 0.9 and res["break_found"] <= 0.05
-    if scenario.name == "null":
-        assert res["break_found"] >= 0.5  # a break is found where there is no value ...
-    if scenario.name == "vanishing":
-        assert res["break_found"] >= 0.5  # ... and where the coupling stops
-    if isinstance(scenario.expected, int):
-        assert res["interval_covers"] >= 0.75
-
-
-def test_random_arm_hook_on_exchangeable_grids():
-    rng = np.random.default_rng(0)
-    grids = cal.simulate_random_grids(rng, cal.SteerSim(num_requests=100, num_cells=6), 8)
-    out = cal.random_arm_calibration(
-        grids["fail"], grids["kl"], grids["request"], 0.15, num_requests=100, num_pairs=12,
-        num_draws=200, num_splits=2,
-    )  # fmt: skip
-    assert out["coverage_zero"] >= 0.8 and out["significant"] <= 0.2
-    assert out["estimate"].shape == (12,)
-    with pytest.raises(ValueError, match="random grids"):
-        cal.random_arm_calibration(
-            grids["fail"][:5], grids["kl"][:5], grids["request"], 0.15, num_requests=100
-        )
+def _unsteered(seed, num_requests=80, rate=0.25, coupling=0.7):
+    rng = np.random.default_rng(seed)
+    req = world.draw_requests(rng, num_requests, (2, 8), LAT)
+    return req, world.unsteered(rng, req, LAT, LAT.base_logit(rate, coupling), coupling)
 
 
 def test_numpy_logistic_matches_sklearn_and_weights_are_repetitions():
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(0)
-    d = cal.simulate_monitoring(rng, num_requests=60)
+    req, d = _unsteered(0)
     x, y = np.hstack([d["x_controls"], d["x_emotion"]]), d["failure"]
-    counts = rng.integers(0, 3, len(y)).astype(float)
+    counts = np.random.default_rng(1).integers(0, 3, len(y)).astype(float)
     beta = cal.fit_logistic(x, y, np.stack([np.ones(len(y)), counts]), l2=1.0, iters=12)
     ref = LogisticRegression(C=1.0, tol=1e-10).fit(x, y)
     np.testing.assert_allclose(beta[0], np.r_[ref.intercept_, ref.coef_[0]], atol=1e-3)
     rep = LogisticRegression(C=1.0, tol=1e-10).fit(np.repeat(x, counts.astype(int), 0),
                                                    np.repeat(y, counts.astype(int)))  # fmt: skip
     np.testing.assert_allclose(beta[1], np.r_[rep.intercept_, rep.coef_[0]], atol=1e-3)
+    # The chord steps of the draws land where Newton's method does.
+    chord = cal.fit_logistic(x, y, counts[None], 1.0, iters=4, init=beta[0], newton=1)
+    np.testing.assert_allclose(chord[0], beta[1], atol=1e-3)
 
 
-def test_monitoring_null_not_significant_and_planted_coupling_found():
-    kw = dict(num_requests=100, num_draws=60)
-    null = cal.monitor_study(range(4), coupling=0.0, **kw)
-    assert null["significant"] == 0.0 and null["coverage_zero"] >= 0.75
-    planted = cal.monitor_study(range(4), coupling=1.5, **kw)
-    assert planted["significant"] >= 0.75 and planted["mean_estimate"] > 0.02
+def test_folds_group_requests_and_balance_failing_ones():
+    rng = np.random.default_rng(0)
+    failing = (rng.uniform(size=50) < 0.3) * rng.integers(1, 4, 50)
+    m = np.vstack([np.ones(50), rng.multinomial(50, np.full(50, 0.02), size=3)])
+    folds = cal.stratified_grouped_folds(rng, failing.astype(float), m, 5)
+    assert folds.shape == (4, 50) and set(np.unique(folds)) == set(range(5))
+    for f, w in zip(folds, m, strict=True):
+        present = w > 0
+        sizes = np.bincount(f[present], minlength=5)
+        bad = np.bincount(f[present & (failing > 0)], minlength=5)
+        assert sizes.max() - sizes.min() <= 1 and bad.max() - bad.min() <= 1
 
 
-def test_markdown_table_and_json_ready():
-    res = cal.run_calibration(3, quick=True)
+def test_stratum_weights_are_the_pipelines():
+    rng = np.random.default_rng(0)
+    m = rng.multinomial(40, np.full(40, 1 / 40), size=6).astype(float)
+    pop = rng.uniform(size=40) < 0.5
+    sample = pop & (rng.uniform(size=40) < 0.5)
+    ours = axis.stratum_weights(m, pop, sample)
+    np.testing.assert_array_equal(ours, stratify.stratum_weights(m, pop, sample))
+    # Each draw's sample carries its stratum's population in that draw.
+    np.testing.assert_allclose(ours.sum(1), (m * pop).sum(1))
+
+
+@pytest.mark.parametrize("relative", [0.0, 0.4])
+def test_planted_steering_truth_is_what_was_planted(relative):
+    arms = grids.build_arms(np.random.default_rng(0), 3)
+    assert len(arms.controls) == len(arms.emotion) == 27  # equal arms: 3 grids of 3 x 3
+    assert arms.controls[arms.zero[0]] == arms.emotion[arms.zero[1]] == 0  # the centre cell
+    for ftype in grids.TYPES:
+        for rate, coupling in ((0.3, 0.0), (0.12, 0.7)):
+            mu = LAT.base_logit(rate, coupling)
+            truth = grids.true_steer(arms, arms.effect[ftype], LAT, mu, coupling, 0.1)
+            assert truth["unsteered"] == pytest.approx(rate)
+            effect = grids.plant(arms, ftype, LAT, mu, coupling, relative, 0.1)
+            truth = grids.true_steer(arms, effect, LAT, mu, coupling, 0.1)
+            assert truth["relative"] == pytest.approx(relative, abs=1e-9)
+    with pytest.raises(ValueError, match="cannot plant"):
+        grids.plant(arms, "harmful_compliance", LAT, LAT.base_logit(0.001, 0.0), 0.0, 0.9, 0.1)
+
+
+def test_monitoring_truth_is_zero_without_coupling_and_positive_with_it():
+    null = world.true_mon(LAT, 0.2, 0.0, 50_000)
+    planted = world.true_mon(LAT, 0.2, 0.7, 50_000)
+    assert abs(null["absolute"]) < 2e-3 and 0.7 < null["auroc_controls"] < 0.95
+    assert planted["absolute"] > 0.03 and planted["relative"] > 0.15
+
+
+def test_the_rule_as_shipped_is_calibrated_and_the_study_sees_a_broken_rule():
+    chosen = [s for s in cal.SCENARIOS if s.name in ("null", "persistent", "missing")]
+    res = cal.run_calibration(3, quick=True, scenarios=chosen)
+    values = res["values"]
+    assert {v["name"] for v in values} == set(cal.Regime().required)
+    cases = lambda rows, k: sum(v[k] * v["estimable"] for v in rows)  # noqa: E731
+    est = sum(v["estimable"] for v in values)
+    assert cases(values, "coverage_relative") / est >= 0.85  # goal 0.9 (full study)
+    assert cases(values, "coverage_absolute") / est >= 0.85
+    null = [v for v in values if v["truth"] == "0"]
+    assert cases(null, "present") / sum(v["estimable"] for v in null) <= 0.1  # goal 0.05
+    planted = [v for v in values if v["truth"] == "planted"]
+    assert cases(planted, "present") / sum(v["estimable"] for v in planted) >= 0.6
+    shipped = {s: r["shipped"] for s, r in res["scenarios"].items()}
+    assert sum(r["false_break"] * r["num"] for r in shipped.values()) <= 1  # goal 5 %
+    assert shipped["persistent"]["right"] >= 2 / 3 and shipped["missing"]["right"] >= 2 / 3
+    # A not-estimable Δ counted as vanished turns missing data into breaks (where the rare
+    # type happens to be estimable, both rules say 'insufficient data').
+    assert shipped["missing"]["false_break"] == 0
+    assert res["scenarios"]["missing"]["not-estimable-as-vanished"]["false_break"] >= 1 / 3
     table = cal.markdown_table(res)
-    assert "| null (mean Δ +0.000)" in table and "| persistent | not reached |" in table
-    assert "| null (Δ 0) |" in table and "| marginal | not reached |" in table
-    import json
-
+    assert "| missing | insufficient data |" in table and "| delta_mon/over_refusal | 0 |" in table
     json.dumps(res)
+
+
+def test_random_arm_hook_on_exchangeable_grids():
+    rng = np.random.default_rng(0)
+    grids_ = cal.simulate_random_grids(rng, cal.SteerSim(num_requests=100, num_cells=6), 8)
+    out = cal.random_arm_calibration(
+        grids_["fail"], grids_["kl"], grids_["request"], 0.15, num_requests=100, num_pairs=12,
+        num_draws=200, num_splits=2,
+    )  # fmt: skip
+    assert out["coverage_zero"] >= 0.8 and out["significant"] <= 0.2
+    assert out["estimate"].shape == (12,)
+    with pytest.raises(ValueError, match="random grids"):
+        cal.random_arm_calibration(
+            grids_["fail"][:5], grids_["kl"][:5], grids_["request"], 0.15, num_requests=100
+        )
+
+
+def test_validation_flag_without_the_validation_study_is_one_error_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "emojax.validation.study", None)  # as if not written yet
+    before, was_parsed = set(flags.FLAGS), flags.FLAGS.is_parsed()
+    path = ROOT / "scripts" / "calibrate.py"
+    try:
+        spec = importlib.util.spec_from_file_location("_calibrate_script", path)
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        flags.FLAGS([str(path), "--validation", "--seeds=2"])
+        with pytest.raises(SystemExit) as info:
+            workdir.main_errors(script.main)([])
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+        if not was_parsed:
+            flags.FLAGS.unparse_flags()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --validation needs emojax/validation/study.py")
+    assert err.count("\n") == 1

@@ -119,3 +119,18 @@ def sweep_calibration(
         r["estimate"] = np.asarray(r["estimate"]).tolist()
         out[ftype] = r
     return out
+
+
+def sweep_table(sweeps: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """`sweep_calibration` results per sweep directory as a Markdown table."""
+    lines = [
+        "| sweep | failure type | arm pairs | mean Δ | covers 0 | lo > 0 | hi < 0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path, per_type in sweeps.items():
+        for ftype, r in per_type.items():
+            lines.append(
+                f"| {path} | {ftype} | {r['num_pairs']} | {r['mean']:+.3f} "
+                f"| {r['coverage_zero']:.2f} | {r['significant']:.2f} | {r['negative']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"

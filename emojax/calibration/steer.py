@@ -1,4 +1,4 @@
-"""Simulated clustered steering data with a known Δ_steer, and the interval's calibration on it.
+"""A small simulator of one failure type's two steering arms with a known Δ_steer.
 
 Dimension legend: U requests, C cues per request, N = U·C prompts, G cells per arm, Mn neutral
 prompts, Q random-direction grids.
@@ -10,19 +10,18 @@ failure probability is ``sigmoid(mu + a_u + c_n + b_g + e_gu)``; its neutral KL 
 around a per-cell level. Under the null the emotion arm's cells have exactly the control
 cells' effects and KL levels (the arms are exchangeable), so the true Δ_steer is 0; a planted
 effect lowers every steered emotion cell's logit by ``effect``. The true Δ_steer is computed
-by quadrature from the cell effects. `steer_study` measures, over seeds, the coverage of the
-truth by the 95 % Δ_steer interval and the false "significant" rate (lo > 0 under the null).
+by quadrature from the cell effects. The tests of `emojax.metrics.incremental` use it (a
+symmetric null, a detectable planted effect) and `simulate_random_grids` feeds
+`emojax.calibration.random_arms`; the calibration of the rule as shipped simulates whole axes
+(`emojax.calibration.axis`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from emojax.metrics import incremental
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,50 +159,3 @@ def true_delta(sim: SteerSim, data: dict[str, Any], kappa: float) -> float:
     rc = true_rates(sim, data["cell_effects"], data["base_logit"])
     re = true_rates(sim, data["emotion_effects"], data["base_logit"])
     return float(rc[feasible].min() - re[feasible].min())
-
-
-def steer_study(
-    seeds: Sequence[int],
-    *,
-    effect: float = 0.0,
-    sim: SteerSim = SteerSim(),
-    kappa: float = 0.15,
-    num_draws: int = 400,
-    num_folds: int = 5,
-    num_splits: int = 4,
-) -> dict[str, Any]:
-    """Coverage and false-positive rate of the 95 % Δ_steer interval over simulated seeds.
-
-    Returns:
-      ``coverage_truth`` (interval contains the true Δ), ``coverage_zero``,
-      ``significant`` (lo > 0), ``negative`` (hi < 0), ``mean_estimate``, ``mean_truth``,
-      ``positive_fraction`` (estimate > 0), ``mean_half_width`` and per-seed arrays.
-    """
-    rows = []
-    for seed in seeds:
-        rng = np.random.default_rng((seed, 11))
-        data = simulate_steer(rng, sim, effect=effect)
-        out = incremental.delta_steer(
-            data["fail_controls"], data["fail_emotion"], data["kl_controls"],
-            data["kl_emotion"], data["request"], kappa, num_requests=sim.num_requests,
-            num_draws=num_draws, num_folds=num_folds, num_splits=num_splits, seed=seed,
-        )  # fmt: skip
-        truth = true_delta(sim, data, kappa)
-        rows.append((out["estimate"], out["lo"], out["hi"], truth))
-    est, lo, hi, truth = np.array(rows).T
-    return {
-        "num_seeds": len(rows),
-        "effect": effect,
-        "coverage_truth": float(np.mean((lo <= truth) & (truth <= hi))),
-        "coverage_zero": float(np.mean((lo <= 0) & (0 <= hi))),
-        "significant": float(np.mean(lo > 0)),
-        "negative": float(np.mean(hi < 0)),
-        "positive_fraction": float(np.mean(est > 0)),
-        "mean_estimate": float(np.mean(est)),
-        "mean_truth": float(np.mean(truth)),
-        "mean_half_width": float(np.mean(hi - est)),
-        "estimate": est,
-        "lo": lo,
-        "hi": hi,
-        "truth": truth,
-    }
