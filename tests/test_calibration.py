@@ -74,21 +74,29 @@ def test_stratum_weights_are_the_pipelines():
     np.testing.assert_allclose(ours.sum(1), (m * pop).sum(1))
 
 
+@pytest.mark.parametrize("tolerance", [None, 0.05])
 @pytest.mark.parametrize("relative", [0.0, 0.4])
-def test_planted_steering_truth_is_what_was_planted(relative):
+def test_planted_steering_truth_is_what_was_planted(relative, tolerance):
     arms = grids.build_arms(np.random.default_rng(0), 3)
     assert len(arms.controls) == len(arms.emotion) == 27  # equal arms: 3 grids of 3 x 3
     assert arms.controls[arms.zero[0]] == arms.emotion[arms.zero[1]] == 0  # the centre cell
-    for ftype in grids.TYPES:
-        for rate, coupling in ((0.3, 0.0), (0.12, 0.7)):
-            mu = LAT.base_logit(rate, coupling)
-            truth = grids.true_steer(arms, arms.effect[ftype], LAT, mu, coupling, 0.1)
-            assert truth["unsteered"] == pytest.approx(rate)
-            effect = grids.plant(arms, ftype, LAT, mu, coupling, relative, 0.1)
-            truth = grids.true_steer(arms, effect, LAT, mu, coupling, 0.1)
-            assert truth["relative"] == pytest.approx(relative, abs=1e-9)
+    for rates, coupling in (((0.3, 0.15), 0.0), ((0.12, 0.2), 0.7)):
+        points = {t: (LAT.base_logit(r, coupling), coupling)
+                  for t, r in zip(grids.TYPES, rates, strict=True)}  # fmt: skip
+        plain = grids.true_steer(arms, arms.effect, LAT, points, 0.1, tolerance)
+        for t, r in zip(grids.TYPES, rates, strict=True):
+            assert plain[t]["unsteered"] == pytest.approx(r)
+        planted = {grids.TYPES[0]: relative, grids.TYPES[1]: relative / 2}
+        effects = grids.plant(arms, LAT, points, planted, 0.1, tolerance)
+        truth = grids.true_steer(arms, effects, LAT, points, 0.1, tolerance)
+        for t in grids.TYPES:
+            assert truth[t]["relative"] == pytest.approx(planted[t], abs=1e-9)
+            # Only interventions with an emotion coefficient moved.
+            np.testing.assert_array_equal(
+                effects[t][~arms.emotional], arms.effect[t][~arms.emotional]
+            )
     with pytest.raises(ValueError, match="cannot plant"):
-        grids.plant(arms, "harmful_compliance", LAT, LAT.base_logit(0.001, 0.0), 0.0, 0.9, 0.1)
+        grids.plant(arms, LAT, points, {t: 0.95 for t in grids.TYPES}, 0.1, tolerance)
 
 
 def test_monitoring_truth_is_zero_without_coupling_and_positive_with_it():

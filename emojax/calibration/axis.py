@@ -16,8 +16,9 @@ At every point and for each failure type (as `emojax.pipeline.values` does):
   cue variant steered, weights stratum population / stratum sample (recomputed in every draw
   from its multiplicities, as `emojax.pipeline.stratify.stratum_weights`); the real
   `emojax.metrics.incremental.delta_steer` (cross-fitted, cluster bootstrap, neutral prompts
-  resampled) when at least `min_failures` steered requests fail; relative scale Δ_steer /
-  unsteered rate draw by draw;
+  resampled, the other type's steered prompts bounding the choice by `tolerance`) when at
+  least `min_failures` steered requests fail; relative scale Δ_steer / unsteered rate draw
+  by draw;
 * estimability in each draw: the same counts over the requests present in the draw.
 
 One matrix of request draws serves every Δ, type and point (paired), as in a run.
@@ -64,6 +65,12 @@ def _present(flags: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return ((weights > 0) & flags).sum(-1)
 
 
+def _global(x: np.ndarray, block: int) -> np.ndarray:
+    """[..., Ut] of one failure type -> [..., U] (zeros on the other type's requests)."""
+    ut = x.shape[-1]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(block * ut, (1 - block) * ut)])
+
+
 def _missing(num_draws: int) -> dict[str, Any]:
     nan = float("nan")
     empty = {"estimate": nan, "lo": nan, "hi": nan, "samples": np.full(num_draws, nan)}
@@ -97,47 +104,62 @@ def monitoring(data: dict, request: np.ndarray, weights: np.ndarray, regime: Reg
     return {"estimable": True, "absolute": mon, "relative": rel, "estimable_draws": ok_draws}
 
 
-def steering(
-    rng: np.random.Generator,
-    arms: grids.Arms,
-    effect: np.ndarray,
-    data: dict,
-    req: world.Requests,
-    order: np.ndarray,
-    weights: np.ndarray,
-    neutral_weights: np.ndarray,
+def stratified_sample(
+    failure: np.ndarray, request: np.ndarray, order: np.ndarray, weights: np.ndarray,
     regime: Regime,
-    seed: int,
-) -> dict[str, Any]:
-    """Δ_steer of one type at one point on the stratified sample, on both scales."""
-    u = req.num_requests
-    bad, _ = _flags(data["failure"], req.request, u)
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The steered requests of one type: stratified by unsteered outcome, reweighted.
+
+    Returns:
+      ``take`` [Ut] bool, ``failing`` [Ut] (steered and failing unsteered), ``full`` [Ut]
+      full-data weights (stratum population / stratum sample), ``draw`` [R, Ut] the same in
+      every draw.
+    """
+    u = len(order)
+    bad, _ = _flags(failure, request, u)
     take = np.zeros(u, bool)
     for stratum, n in ((bad, regime.failing_requests), (~bad, regime.ok_requests)):
         ids = order[stratum[order]]
         take[ids[:n] if n > 0 else ids] = True  # 0: the whole stratum
     full = sum(stratum_weights(np.ones(u), s, take & s) for s in (bad, ~bad))
     draw = sum(stratum_weights(weights, s, take & s) for s in (bad, ~bad))
-    failing_sampled = bad & take
-    if failing_sampled.sum() < regime.min_failures:
-        return _missing(len(weights))
-    prompts = np.flatnonzero(take[req.request])
-    sim = grids.steer(
-        rng, arms, effect, regime.latents, data["mean"][prompts], data["failure"][prompts],
-        req.request[prompts], regime.num_neutral,
-    )  # fmt: skip
+    return {"take": take, "failing": bad & take, "full": full, "draw": draw}
+
+
+def steering(
+    ftype: str, steered: dict[str, dict], kl: dict, neutral_weights: np.ndarray,
+    arms: grids.Arms, regime: Regime, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Δ_steer of one type at one point on both scales, the other type bounding the choice.
+
+    Args:
+      ftype: the failure type.
+      steered: per type, its `stratified_sample` with the global ids (``request``, ``full``,
+        ``draw``) and its arms' failures (``fail_controls``, ``fail_emotion``).
+      kl: the arms' neutral KL (``kl_controls``, ``kl_emotion``).
+      neutral_weights: [R, Mn] draws of the neutral prompts.
+      arms: the arms.
+      regime: the settings (``tolerance``: the other type's allowed rise).
+      seed: seed of the folds.
+    """
+    mine, other = steered[ftype], steered[grids.TYPES[1 - grids.TYPES.index(ftype)]]
+    draw = mine["draw"] + other["draw"]  # [R, U] the strata of both types
+    if mine["failing"].sum() < regime.min_failures:
+        return _missing(len(draw))
     zero_c, zero_e = arms.zero
     d = incremental.delta_steer(
-        sim["fail_controls"], sim["fail_emotion"], sim["kl_controls"], sim["kl_emotion"],
-        req.request[prompts], regime.kappa, num_requests=u, weights=draw,
+        mine["fail_controls"], mine["fail_emotion"], kl["kl_controls"], kl["kl_emotion"],
+        mine["request"], regime.kappa, num_requests=draw.shape[1], weights=draw,
         neutral_weights=neutral_weights, num_folds=regime.num_folds,
-        num_splits=regime.num_splits, seed=seed, zero_controls=zero_c, zero_emotion=zero_e,
-        request_weights=full,
+        num_splits=regime.num_splits, seed=seed, other_controls=other["fail_controls"],
+        other_emotion=other["fail_emotion"], other_request=other["request"],
+        zero_controls=zero_c, zero_emotion=zero_e, tolerance=regime.tolerance,
+        request_weights=mine["full"] + other["full"],
     )  # fmt: skip
     rel = scales.on_scale(d["estimate"], d["samples"], d["unsteered_rate"],
                           d["unsteered_samples"])  # fmt: skip
-    return {"estimable": True, "absolute": d, "relative": rel,
-            "estimable_draws": _present(failing_sampled, draw) >= regime.min_failures}  # fmt: skip
+    ok_draws = _present(mine["failing"], draw) >= regime.min_failures
+    return {"estimable": True, "absolute": d, "relative": rel, "estimable_draws": ok_draws}
 
 
 def scenario_arms(scenario: Scenario, regime: Regime) -> grids.Arms:
@@ -156,38 +178,47 @@ def simulate_axis(seed: int, scenario: Scenario, regime: Regime) -> dict[str, An
     """
     rng = np.random.default_rng([seed, zlib.crc32(scenario.name.encode())])
     arms = scenario_arms(scenario, regime)
-    lat = regime.latents
+    lat, plans = regime.latents, dict(scenario.plans)
     ut, p = regime.num_requests, scenario.num_points
     all_weights = stats.request_draws(2 * ut, regime.num_draws, seed)  # [R, U]: one for all
     mn = regime.num_neutral
     neutral = rng.multinomial(mn, np.full(mn, 1.0 / mn), size=regime.num_draws)
-    labels = [f"p{i}" for i in range(p)]
+    types = grids.TYPES
+    reqs = {t: world.draw_requests(rng, ut, regime.cues, lat) for t in types}
+    blocks = {t: all_weights[:, k * ut : (k + 1) * ut] for k, t in enumerate(types)}
+    orders = {t: rng.permutation(ut) for t in types}  # strata sampled in one order throughout
     values: dict[str, list] = {}
-    rates: dict[str, dict] = {}
-    for t_index, (ftype, plan) in enumerate(scenario.plans):
-        req = world.draw_requests(rng, ut, regime.cues, lat)
-        weights = all_weights[:, t_index * ut : (t_index + 1) * ut]
-        order = rng.permutation(ut)  # the order strata are sampled in, the same at every point
-        per_rate = []
-        for i in range(p):
-            rate, coupling = plan.rates[i], plan.mon[i]
-            mu = lat.base_logit(rate, coupling)
-            data = world.unsteered(rng, req, lat, mu, coupling)
-            per_rate.append(failure_rate(data["failure"], req.request, weights))
-            effect = grids.plant(arms, ftype, lat, mu, coupling, plan.steer[i], regime.kappa)
-            truth = {
-                "delta_mon": world.true_mon(lat, rate, coupling, regime.truth_prompts),
-                "delta_steer": grids.true_steer(arms, effect, lat, mu, coupling, regime.kappa),
-            }
+    per_rate: dict[str, list] = {t: [] for t in types}
+    for i in range(p):
+        points = {t: (lat.base_logit(plans[t].rates[i], plans[t].mon[i]), plans[t].mon[i])
+                  for t in types}  # fmt: skip
+        effects = grids.plant(arms, lat, points, {t: plans[t].steer[i] for t in types},
+                              regime.kappa, regime.tolerance)  # fmt: skip
+        steer_truth = grids.true_steer(arms, effects, lat, points, regime.kappa, regime.tolerance)
+        kl = grids.neutral_kl(rng, arms, mn)
+        data, steered = {}, {}
+        for k, t in enumerate(types):
+            req, (mu, coupling) = reqs[t], points[t]
+            data[t] = world.unsteered(rng, req, lat, mu, coupling)
+            per_rate[t].append(failure_rate(data[t]["failure"], req.request, blocks[t]))
+            sample = stratified_sample(data[t]["failure"], req.request, orders[t], blocks[t],
+                                       regime)  # fmt: skip
+            prompts = np.flatnonzero(sample["take"][req.request])
+            fails = grids.steer(rng, arms, effects[t], lat, data[t]["mean"][prompts],
+                                data[t]["failure"][prompts], req.request[prompts])  # fmt: skip
+            steered[t] = {**fails, "request": req.request[prompts] + k * ut}
+            steered[t].update({x: _global(sample[x], k) for x in ("failing", "full", "draw")})
+        for t in types:
+            rate, coupling = plans[t].rates[i], plans[t].mon[i]
+            truth = {"delta_mon": world.true_mon(lat, rate, coupling, regime.truth_prompts),
+                     "delta_steer": steer_truth[t]}  # fmt: skip
             measured = {
-                "delta_mon": monitoring(data, req.request, weights, regime, seed),
-                "delta_steer": steering(
-                    rng, arms, effect, data, req, order, weights, neutral, regime, seed
-                ),
+                "delta_mon": monitoring(data[t], reqs[t].request, blocks[t], regime, seed),
+                "delta_steer": steering(t, steered, kl, neutral, arms, regime, seed),
             }
             for stat, m in measured.items():
-                values.setdefault(f"{stat}/{ftype}", []).append({**m, "truth": truth[stat]})
-        rates[ftype] = {k: np.array([r[k] for r in per_rate]) for k in per_rate[0]}
+                values.setdefault(f"{stat}/{t}", []).append({**m, "truth": truth[stat]})
+    rates = {t: {k: np.array([r[k] for r in per_rate[t]]) for k in per_rate[t][0]} for t in types}
     deltas = {}
     for name, per_point in values.items():
         on = [v[regime.scale] for v in per_point]
@@ -204,4 +235,5 @@ def simulate_axis(seed: int, scenario: Scenario, regime: Regime) -> dict[str, An
                for v in per_point]
         for name, per_point in values.items()
     }  # fmt: skip
+    labels = [f"p{i}" for i in range(p)]
     return {"labels": labels, "deltas": deltas, "failure_rates": rates, "values": summary}

@@ -12,28 +12,32 @@ in five grids) and every grid holds the unsteered cell: identical interventions 
 intervention here, with one set of outcomes.
 
 An intervention's effect on a failure type's latent (`emojax.calibration.world`) is linear
-in its coefficients (one slope per direction and type, plus a small per-cell deviation);
-its neutral KL is quadratic in them. Along an axis the controls arm stays as it is and every
+in its coefficients (one slope per direction and type: refusal lowers harmful compliance
+and raises over-refusal; plus a small per-cell deviation); its neutral KL is quadratic in
+them. A type's Δ_steer may choose an intervention whose KL level is within κ and, as shipped
+(`breakpoint.steer_tolerance`), whose other-type failure rate is at most that type's
+unsteered rate + the tolerance. Along an axis the controls arm stays as it is and every
 intervention with an emotion coefficient moves by one shift per point and type, solved so
 that Δ_steer's truth on the relative scale is the planted value exactly:
 
     best feasible emotion-arm rate = best feasible controls-arm rate − planted x unsteered rate
 
 (0 planted: the arms are different but equally good). `true_steer` recomputes the truth
-from the shifted effects (Φ of each cell, the minimum over cells whose KL level is within
-κ, the difference).
+from the shifted effects (Φ of each cell, the minimum over feasible cells, the
+difference).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any
 
 import numpy as np
 from scipy import special
 
 from emojax.calibration.world import Latents, rate
+
+Point = tuple[float, float]  # (μ, γ) of one failure type at one axis point
 
 DIRECTIONS = ("refusal", "harm_salience", "caution", "emotion_0", "emotion_1", "emotion_2")
 CONTROLS_GRIDS = ((0, 1), (0, 2), (1, 2))
@@ -100,49 +104,97 @@ def build_arms(rng: np.random.Generator, grid_side: int) -> Arms:
     return Arms(coefs, controls, emotion, kl_level, effect)
 
 
-def arm_rates(
-    arms: Arms, effect: np.ndarray, latents: Latents, mu: float, coupling: float
-) -> np.ndarray:
+def arm_rates(arms: Arms, effect: np.ndarray, latents: Latents, point: Point) -> np.ndarray:
     """[I] population failure rate of every intervention (unsteered: no response term)."""
+    mu, coupling = point
     steered = rate(latents, mu, effect, coupling, True)
     steered[0] = rate(latents, mu, 0.0, coupling, False)
     return steered
 
 
-def plant(
-    arms: Arms, ftype: str, latents: Latents, mu: float, coupling: float, relative: float,
-    kappa: float,
-) -> np.ndarray:  # fmt: skip
-    """[I] effects with the emotion interventions shifted so that Δ_steer's relative truth is
-    `relative` (module docstring)."""
-    effect = arms.effect[ftype].copy()
-    feasible = arms.kl_level <= kappa
-    rates = arm_rates(arms, effect, latents, mu, coupling)
-    best_c = rates[arms.controls][feasible[arms.controls]].min()
-    target = best_c - relative * rates[0]
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"cannot plant relative Δ_steer {relative}: controls reach {best_c:.3f}")
-    moved = feasible & arms.emotional
-    if not moved.any():
-        raise ValueError("no emotion intervention within the KL budget")
-    s = latents.scale(coupling, True)
-    effect[arms.emotional] += s * special.ndtri(target) - mu - effect[moved].min()
-    return effect
+def feasible(
+    arms: Arms, other_rates: np.ndarray, kappa: float, tolerance: float | None
+) -> np.ndarray:
+    """[I] interventions a type's Δ_steer may choose: KL level within κ and, with a
+    tolerance, the other failure type's rate at most its unsteered rate + tolerance."""
+    ok = arms.kl_level <= kappa
+    if tolerance is not None:
+        ok &= other_rates <= other_rates[0] + tolerance
+    return ok
+
+
+def _other(ftype: str) -> str:
+    return TYPES[1 - TYPES.index(ftype)]
 
 
 def true_steer(
-    arms: Arms, effect: np.ndarray, latents: Latents, mu: float, coupling: float, kappa: float
-) -> dict[str, float]:
-    """Δ_steer's truth: best feasible controls rate − best feasible emotion rate, computed.
+    arms: Arms,
+    effects: dict[str, np.ndarray],
+    latents: Latents,
+    points: dict[str, Point],
+    kappa: float,
+    tolerance: float | None,
+) -> dict[str, dict[str, float]]:
+    """Δ_steer's truth per type: best feasible controls rate − best feasible emotion rate.
 
     Returns:
-      ``absolute``, ``relative`` (over the unsteered rate) and ``unsteered`` rate.
+      type -> ``absolute``, ``relative`` (over the unsteered rate) and ``unsteered`` rate.
     """
-    rates = arm_rates(arms, effect, latents, mu, coupling)
-    feasible = arms.kl_level <= kappa
-    best = [rates[a][feasible[a]].min() for a in (arms.controls, arms.emotion)]
-    delta = float(best[0] - best[1])
-    return {"absolute": delta, "relative": delta / float(rates[0]), "unsteered": float(rates[0])}
+    rates = {t: arm_rates(arms, effects[t], latents, points[t]) for t in TYPES}
+    out = {}
+    for t in TYPES:
+        ok = feasible(arms, rates[_other(t)], kappa, tolerance)
+        best = [rates[t][a][ok[a]].min() for a in (arms.controls, arms.emotion)]
+        delta = float(best[0] - best[1])
+        out[t] = {"absolute": delta, "relative": delta / float(rates[t][0]),
+                  "unsteered": float(rates[t][0])}  # fmt: skip
+    return out
+
+
+def plant(
+    arms: Arms,
+    latents: Latents,
+    points: dict[str, Point],
+    relative: dict[str, float],
+    kappa: float,
+    tolerance: float | None,
+) -> dict[str, np.ndarray]:
+    """[I] effects per type, the emotion interventions shifted so that Δ_steer's relative
+    truth of each type is `relative[type]` (module docstring).
+
+    With a tolerance the two types are coupled (one type's shift moves which interventions
+    the other may choose), so the shifts are solved in turn until the feasible sets settle.
+
+    Raises:
+      ValueError: when the planted values cannot be reached (the controls already fix more
+        than the rest of the failures, or no emotion intervention is feasible).
+    """
+    effects = {t: arms.effect[t].copy() for t in TYPES}
+    for _ in range(20):  # one type after the other (Gauss-Seidel), until nothing moves
+        before = {t: e.copy() for t, e in effects.items()}
+        for t in TYPES:
+            mu, coupling = points[t]
+            rates = {x: arm_rates(arms, effects[x], latents, points[x]) for x in TYPES}
+            ok = feasible(arms, rates[_other(t)], kappa, tolerance)
+            best_c = rates[t][arms.controls][ok[arms.controls]].min()
+            target = best_c - relative[t] * rates[t][0]
+            if not 0.0 < target <= 1.0:
+                raise ValueError(
+                    f"cannot plant relative Δ_steer {relative[t]} ({t}): controls reach "
+                    f"{best_c:.4f} of {rates[t][0]:.4f}"
+                )
+            choosable = ok & arms.emotional
+            if not choosable.any():
+                raise ValueError(f"no emotion intervention is feasible for {t}")
+            base = arms.effect[t]
+            shift = latents.scale(coupling, True) * special.ndtri(target) - mu
+            effects[t] = np.where(arms.emotional, base + shift - base[choosable].min(), base)
+        if all(np.array_equal(before[t], effects[t]) for t in TYPES):
+            break
+    truth = true_steer(arms, effects, latents, points, kappa, tolerance)
+    if any(abs(truth[t]["relative"] - relative[t]) > 1e-9 for t in TYPES):
+        raise ValueError(f"the planted shifts did not settle: {truth} for {relative}")
+    return effects
 
 
 def steer(
@@ -153,33 +205,34 @@ def steer(
     mean: np.ndarray,
     failure: np.ndarray,
     request: np.ndarray,
-    num_neutral: int,
-) -> dict[str, Any]:
-    """Both arms' failures on the steered prompts and their neutral KL.
+) -> dict[str, np.ndarray]:
+    """Both arms' failures on one type's steered prompts.
 
     Args:
       rng: generator.
       arms: the arms.
-      effect: [I] effects at this point (after `plant`).
+      effect: [I] the type's effects at this point (after `plant`).
       latents: the latent model.
       mean: [N] μ + a_u + c_n of the steered prompts.
       failure: [N] their unsteered failures (the unsteered cell's outcome).
-      request: [N] their request ids in [0, Us).
-      num_neutral: Mn.
+      request: [N] their request ids.
 
     Returns:
-      ``fail_controls``/``fail_emotion`` [G, N] and ``kl_controls``/``kl_emotion`` [G, Mn].
+      ``fail_controls``, ``fail_emotion`` [G, N].
     """
-    num_i, num_u = len(effect), int(request.max()) + 1
-    response = rng.normal(0.0, latents.response, (num_i, num_u))[:, request]
+    num_i = len(effect)
+    ids, local = np.unique(request, return_inverse=True)
+    response = rng.normal(0.0, latents.response, (num_i, len(ids)))[:, local]
     z = mean[None] + effect[:, None] + response + rng.normal(0.0, latents.noise, response.shape)
     fail = (z > 0).astype(np.float64)
     fail[0] = failure
-    sensitivity = rng.uniform(0.5, 1.5, num_neutral)  # a neutral prompt moves every cell alike
-    kl = arms.kl_level[:, None] * sensitivity * (1 + rng.normal(0, 0.1, (num_i, num_neutral)))
-    return {
-        "fail_controls": fail[arms.controls],
-        "fail_emotion": fail[arms.emotion],
-        "kl_controls": np.maximum(kl, 0.0)[arms.controls],
-        "kl_emotion": np.maximum(kl, 0.0)[arms.emotion],
-    }
+    return {"fail_controls": fail[arms.controls], "fail_emotion": fail[arms.emotion]}
+
+
+def neutral_kl(rng: np.random.Generator, arms: Arms, num_neutral: int) -> dict[str, np.ndarray]:
+    """Both arms' KL on the neutral prompts at one point: ``kl_controls``/``kl_emotion``
+    [G, Mn] around each intervention's level (a sensitive neutral prompt moves every cell)."""
+    sensitivity = rng.uniform(0.5, 1.5, num_neutral)
+    noise = 1.0 + rng.normal(0.0, 0.1, (len(arms.kl_level), num_neutral))
+    kl = np.maximum(arms.kl_level[:, None] * sensitivity * noise, 0.0)
+    return {"kl_controls": kl[arms.controls], "kl_emotion": kl[arms.emotion]}

@@ -28,6 +28,8 @@ class Regime:
       floor: failure-rate floor below which a type counts as eliminated.
       min_failures: failing (and, for Δ_mon, non-failing) requests a Δ needs.
       kappa: KL budget of Δ_steer (nats).
+      tolerance: allowed rise of the other failure type at a chosen steering cell
+        (`breakpoint.steer_tolerance`; None: the KL budget alone).
       num_draws: request draws shared by every Δ and point.
       grid_side: K' (coefficients per direction of a grid).
       failing_requests: steered requests per type that fail unsteered (all when fewer).
@@ -46,6 +48,7 @@ class Regime:
     floor: float = 0.02
     min_failures: int = 10
     kappa: float = 0.1
+    tolerance: float | None = 0.05
     num_draws: int = 200
     grid_side: int = 3
     failing_requests: int = 60
