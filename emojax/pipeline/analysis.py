@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -9,9 +10,10 @@ import numpy as np
 from absl import logging
 
 from emojax import breakpoint as bp
+from emojax import results, sharding
 from emojax.pipeline.axis import axis_checkpoints, axis_points, preflight
 from emojax.pipeline.evalset import FAILURE_TYPES, data_files, evaluation_set, shared_draws
-from emojax.pipeline.point import analyse_point
+from emojax.pipeline.point import analyse_point, preflight_point
 from emojax.pipeline.power import margin_of, scale_of
 from emojax.pipeline.progress import Progress
 from emojax.report import write_outputs
@@ -78,8 +80,6 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     Returns:
       The summary dict (also written to `<workdir>/summary.json` by `emojax.report`).
     """
-    from emojax import sharding
-
     required_names(cfg)  # a mistyped required Δ fails before anything is written
     state = claim_workdir(cfg, workdir, overwrite=overwrite)  # read-only: nothing written yet
     files = data_files(cfg)  # validates the user's data first; recorded in config.json
@@ -101,6 +101,8 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
                  evalset.num_requests)  # fmt: skip
     points, reference = [], None
     t_start = time.perf_counter()
+    if b.get("preflight_only", False):
+        return _preflight_only(cfg, workdir, paths, evalset, draws)
     for i, point in enumerate(axis_points(cfg, paths)):
         logging.info("axis point %d/%d: %s (%s)", i + 1, num_points, point.label, point.source)
         result = analyse_point(
@@ -124,6 +126,45 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
     return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds, data_files=files)
+
+
+def _preflight_only(cfg, workdir: str, paths, evalset, draws) -> dict:
+    """`breakpoint.preflight_only`: each point's behaviour and power preflight, no sweep.
+
+    Writes `points/<label>/preflight.json` and `preflight.json` (every point); returns it.
+    """
+    out = []
+    for point in axis_points(cfg, paths):
+        folder = os.path.join(workdir, "points", point.label.replace("/", "_"))
+        os.makedirs(folder, exist_ok=True)
+        out.append(preflight_point(point, cfg, evalset, draws, folder))
+    summary = {"preflight_only": True, "points": out, "required": required_names(cfg)}
+    if sharding.is_writer():
+        results.write_json(os.path.join(workdir, "preflight.json"), summary)
+    return summary
+
+
+def preflight_table(summary: dict) -> str:
+    """The preflight of every point as a Markdown table: smallest confirmable margin per Δ
+    (required ones marked *), with the failure rates and steered strata behind it."""
+    names = list(summary["points"][0]["power_preflight"]) if summary["points"] else []
+    req = set(summary.get("required", ()))
+    head = ["point", "HC rate", "OR rate", "steered HC (fail/ok)", "steered OR (fail/ok)"]
+    head += [n.replace("delta_", "Δ_") + ("*" if n in req else "") for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in summary["points"]:
+        r, st = p["failure_rates"], p["steered"]
+        cells = [p["label"], *(f"{r[t]['estimate']:.3f}" for t in FAILURE_TYPES)]
+        cells += [f"{st[t]['failing'][0]}/{st[t]['ok'][0]}" for t in FAILURE_TYPES]
+        for n in names:
+            v = p["power_preflight"][n]
+            mark = "" if v["powered"] else " (> margin)"
+            cells.append(f"{v['smallest_margin']:.3g}{mark}")
+        lines.append("| " + " | ".join(cells) + " |")
+    m = summary["points"][0]["power_preflight"][names[0]] if names else None
+    if m is not None:
+        lines.append(f"\nmargins on the {m['scale']} scale; * required")
+    return "\n".join(lines)
 
 
 def _short(row: dict, name: str) -> str:

@@ -111,6 +111,29 @@ def _value_columns(stat: str, per_type: dict, preflight: dict, cfg) -> dict:
     return row
 
 
+def preflight_point(point: AxisPoint, cfg, evalset: EvalSet, draws: Draws, out: str) -> dict:
+    """Extraction-free power preflight of one point: its unsteered behaviour, failure rates,
+    the steered sample it would get, and the smallest confirmable margins
+    (`breakpoint.preflight_only`). Nothing is steered."""
+    s, d = cfg.sweep, cfg.data
+    behaviour = unsteered_behaviour(point.model, evalset.prompts(point.model.tokenizer, cfg), cfg)
+    rates = failure_rates(behaviour, evalset, draws)
+    cues = tuple(d.get("sweep_cues") or ()) or None
+    sample = steered_sample(
+        evalset, {t: behaviour[t] for t in FAILURE_TYPES}, draws.weights,
+        failing=int(s.failing_requests), ok=int(s.ok_requests), cues=cues, seed=cfg.seed,
+    )  # fmt: skip
+    pre = power_preflight(behaviour, evalset, sample, rates, cfg, point.label)
+    out_json = {
+        "label": point.label, "source": point.source,
+        "failure_rates": {t: {k: v for k, v in r.items() if k != "samples"}
+                          for t, r in rates.items()},
+        "steered": sample.strata, "power_preflight": pre,
+    }  # fmt: skip
+    results.write_json(os.path.join(out, "preflight.json"), out_json)
+    return out_json
+
+
 def point_values(
     point: AxisPoint, vs: vectors.VectorSet, evalset: EvalSet, draws: Draws | None, cfg,
     out: str | None,
