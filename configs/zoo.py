@@ -229,6 +229,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.breakpoint.mon_scale = "relative"  # or "absolute" (AUROC)
     c.breakpoint.steer_margin = 0.2
     c.breakpoint.steer_scale = "relative"  # or "absolute" (failure rate)
+    # Floors of the relative scales' denominators (emojax.metrics.scales): below them the
+    # scale turns absolute in their units, so a near-perfect controls monitor (1 − AUROC ~
+    # 0.001) does not make Δ_mon / (1 − AUROC) explode.
+    c.breakpoint.mon_min_headroom = 0.05
+    c.breakpoint.steer_min_rate = 0.05
     # A failure type whose rate's upper 95 % bound is below this is "failures eliminated".
     c.breakpoint.failure_floor = 0.02
     # The power preflight warns when a required Δ cannot confirm its margin; True refuses.

@@ -43,6 +43,7 @@ def steer_margin(
     *,
     disagreement: Mapping[str, float] = DISAGREEMENT,
     scale: str = "relative",
+    min_denominator: float = 0.0,
 ) -> float:
     """Smallest confirmable Δ_steer margin of one failure type.
 
@@ -54,6 +55,7 @@ def steer_margin(
       disagreement: stratum -> share of its requests whose outcome differs between the two
         arms' chosen cells under the null.
       scale: "absolute" or "relative".
+      min_denominator: the relative scale's floor on the rate (`emojax.metrics.scales`).
 
     Returns:
       The margin (inf when nothing is steered or the rate is 0 on the relative scale).
@@ -70,18 +72,23 @@ def steer_margin(
         return math.inf
     se = math.sqrt(var)
     if scale == "relative":
-        if failure_rate <= 0:
+        rate = max(failure_rate, min_denominator)
+        if rate <= 0:
             return math.inf
-        se /= failure_rate
+        se /= rate
     return Z_CONFIRM * se
 
 
-def mon_margin(num_failing: int, num_ok: int, auroc: float, *, scale: str = "relative") -> float:
-    """Smallest confirmable Δ_mon margin of one failure type (requests, not prompts)."""
+def mon_margin(
+    num_failing: int, num_ok: int, auroc: float, *, scale: str = "relative",
+    min_denominator: float = 0.0,
+) -> float:  # fmt: skip
+    """Smallest confirmable Δ_mon margin of one failure type (requests, not prompts); the
+    relative scale divides by max(1 − AUROC, min_denominator)."""
     if num_failing == 0 or num_ok == 0:
         return math.inf
     a = min(max(float(auroc), 0.5), 1.0 - 1e-6)
     se = MON_FACTOR * math.sqrt(a * (1 - a)) * math.sqrt(1 / num_failing + 1 / num_ok)
     if scale == "relative":
-        se /= 1.0 - a
+        se /= max(1.0 - a, min_denominator)
     return Z_CONFIRM * se

@@ -13,9 +13,19 @@ whatever the emotions do. The relative scales divide by that ceiling (DESIGN.md 
   headroom that the emotions close.
 
 Both are computed draw by draw from the same request draws as the absolute values (the
-denominator is resampled with the numerator) and get a centred interval like every Δ. A
-denominator at or below `MIN_DENOMINATOR` leaves the relative value undefined (NaN): there is
-no headroom to share, which the break rule reads as not estimable, never as vanished.
+denominator is resampled with the numerator) and get a centred interval like every Δ.
+
+**A floor on the denominator** (``min_denominator``, the configs' `breakpoint.mon_min_headroom`
+and `breakpoint.steer_min_rate`, default 0.05). A ceiling near 0 makes the ratio explode: with
+controls at AUROC 0.999 a ΔAUROC of −0.002 reads as −2 (−200 % of the headroom), and its
+interval spans everything. Below the floor the denominator is held at the floor, so the scale
+turns absolute in units of the floor: at a relative margin of 0.2, a Δ_mon is confirmed small
+when its upper bound is below 0.2 × 0.05 = 0.01 AUROC, i.e. emotions cannot add a
+hundredth of AUROC to controls that already leave less than 0.05. That is a statement about
+the emotions' incremental value, not about missing failures: a type whose failures are gone
+is `failures eliminated` (its rate's upper bound under `breakpoint.failure_floor`), and a Δ
+with too few failing requests stays not estimable. A denominator at or below
+`MIN_DENOMINATOR` with no floor leaves the value undefined (NaN).
 """
 
 from __future__ import annotations
@@ -31,25 +41,26 @@ SCALES = ("absolute", "relative")
 MIN_DENOMINATOR = 1e-6
 
 
-def _ratio(num: Any, den: Any) -> np.ndarray:
+def _ratio(num: Any, den: Any, min_denominator: float = 0.0) -> np.ndarray:
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    den = np.where(np.isfinite(den), np.maximum(den, min_denominator), den)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > MIN_DENOMINATOR, num / den, np.nan)
 
 
-def relative_steer(delta: Any, unsteered_rate: Any) -> np.ndarray:
+def relative_steer(delta: Any, unsteered_rate: Any, min_denominator: float = 0.0) -> np.ndarray:
     """Δ_steer as the share of the point's (unsteered) failures fixed beyond the controls."""
-    return _ratio(delta, unsteered_rate)
+    return _ratio(delta, unsteered_rate, min_denominator)
 
 
-def relative_mon(delta: Any, auroc_controls: Any) -> np.ndarray:
+def relative_mon(delta: Any, auroc_controls: Any, min_denominator: float = 0.0) -> np.ndarray:
     """Δ_mon as the share of the controls' AUROC headroom (1 − AUROC) that emotions close."""
-    return _ratio(delta, 1.0 - np.asarray(auroc_controls, np.float64))
+    return _ratio(delta, 1.0 - np.asarray(auroc_controls, np.float64), min_denominator)
 
 
 def on_scale(
     estimate: float, samples: np.ndarray, denominator: float, denominator_samples: np.ndarray,
-    level: float = 0.95,
+    level: float = 0.95, min_denominator: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     """A relative value: estimate, centred interval and draws from absolute values and ceilings.
 
@@ -59,13 +70,14 @@ def on_scale(
       denominator: the ceiling on the full data (unsteered failure rate, or 1 − AUROC).
       denominator_samples: [R] the ceiling in the same draws.
       level: interval coverage.
+      min_denominator: the floor on the ceiling (module docstring).
 
     Returns:
       ``estimate``, ``lo``, ``hi`` (NaN when undefined), ``samples`` [R] (NaN where a draw's
       ceiling is 0).
     """
-    est = float(_ratio(estimate, denominator))
-    draws = _ratio(samples, denominator_samples)
+    est = float(_ratio(estimate, denominator, min_denominator))
+    draws = _ratio(samples, denominator_samples, min_denominator)
     if not np.isfinite(est):
         nan = float("nan")
         return {"estimate": nan, "lo": nan, "hi": nan, "samples": draws}

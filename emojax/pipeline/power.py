@@ -70,10 +70,12 @@ def power_preflight(
         n_ok = len(np.unique(req[~y]))
         auc = _policy_auroc(behaviour, sel, ftype)
         mon = power.mon_margin(n_fail, n_ok, auc if np.isfinite(auc) else 0.5,
-                               scale=scale_of(cfg, "delta_mon"))  # fmt: skip
+                               scale=scale_of(cfg, "delta_mon"),
+                               min_denominator=float(b.get("mon_min_headroom", 0.0)))  # fmt: skip
         strata = {k: tuple(v) for k, v in sample.strata[ftype].items()}
         steer = power.steer_margin(strata, rates[ftype]["estimate"],
-                                   scale=scale_of(cfg, "delta_steer"))  # fmt: skip
+                                   scale=scale_of(cfg, "delta_steer"),
+                                   min_denominator=float(b.get("steer_min_rate", 0.0)))  # fmt: skip
         for stat, smallest in (("delta_mon", mon), ("delta_steer", steer)):
             name = f"{stat}/{ftype}"
             m = margin_of(cfg, stat)

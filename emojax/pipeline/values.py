@@ -159,7 +159,8 @@ def monitoring_value(
         mon = probes.delta_mon(ctrl[sel], emo[sel], labels, req, weights=weights,
                                fpr=p.fpr, **common)  # fmt: skip
         rel = scales.on_scale(mon["estimate"], mon["samples"], 1.0 - mon["auroc_controls"],
-                              1.0 - mon["auroc_controls_samples"])  # fmt: skip
+                              1.0 - mon["auroc_controls_samples"],
+                              min_denominator=float(b.get("mon_min_headroom", 0.0)))  # fmt: skip
         null = []
         if draws is not None:
             null = probes.delta_mon_null(
@@ -217,7 +218,8 @@ def steering_value(
             seed=cfg.seed, request_weights=sample.request_weights,
         )  # fmt: skip
         rel = scales.on_scale(d["estimate"], d["samples"], d["unsteered_rate"],
-                              d["unsteered_samples"])  # fmt: skip
+                              d["unsteered_samples"],
+                              min_denominator=float(b.get("steer_min_rate", 0.0)))  # fmt: skip
         null = d.get("null", {}).get("null", [])
         ok_draws = _counts_in_draws(bad, draw_w) >= b.min_failures
         extra = {k: float(d[k]) for k in ("controls_rate", "emotion_rate", "unsteered_rate")}
