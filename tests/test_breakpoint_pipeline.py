@@ -91,10 +91,49 @@ def test_summary_structure_and_break_point_invariant(run):
 
 
 def test_report_shows_types_and_estimability(run):
-    _, workdir, _ = run
+    from emojax import report as rp
+    from emojax import results
+
+    _, workdir, summary = run
     report = open(os.path.join(workdir, "report.md")).read()
-    for text in ("Δ_mon HC", "Δ_steer OR", "smallest margin", "planted by design"):
-        assert text in report, text
+    lines = report.splitlines()
+    brk = summary["break_point"]
+    # The headline: the outcome first, then which Δs were required and where estimable.
+    head = lines[2]
+    assert head.startswith("**") and brk["outcome"].lower() in head.lower()
+    assert "Required: Δ_mon HC, Δ_mon OR, Δ_steer HC, Δ_steer OR" in head
+    for name, ok in brk["estimable"].items():
+        assert f"{rp.delta_name(name)} {sum(ok)}/3" in head
+    if brk["outcome"] == "insufficient data":
+        assert "stop adding" not in head
+    assert "planted by design" in lines[4]  # the synthetic-organism caveat comes next
+    # The per-point tables: failures per type with intervals, every (Δ, point) with status.
+    with open(os.path.join(workdir, "points.csv")) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for t in ("harmful_compliance", "over_refusal"):
+            rate = f"{float(r[f'{t}_rate']):.2f} [{float(r[f'{t}_rate_lo']):.2f}, "
+            assert rate in report
+        for name, statuses in brk["status"].items():
+            i = summary["labels"].index(r["label"])
+            assert f"| {rp.delta_name(name)} | {r['label']} | {statuses[i]} |" in report
+    # Example generations: failing requests with their unsteered response.
+    section = report.split("## Example generations")[1].split("## What was run")[0]
+    for t in ("harmful_compliance", "over_refusal"):
+        part = section.split(f"### {t.replace('_', ' ')}")[1].split("###")[0]
+        for r in rows:
+            n, failing = part.count(f"| {r['label']} |"), int(r[f"{t}_steered_failing"])
+            assert min(3, failing) <= n <= 3 * (failing > 0), (t, r["label"], n)  # prompts
+    # What was run, on what.
+    assert "* command: `python " in report and "* device: CPU: " in report
+    assert "cpu:0" not in report
+    assert f"* commit: `{results.git_commit()}`" in report
+    with open(os.path.join(workdir, "config.json")) as f:
+        prov = json.load(f)
+    for label in summary["labels"]:
+        digest = prov["models"][label]["sha256"]["model.safetensors"]
+        assert f"`model.safetensors` {digest}" in report
+    assert "emojax zoo model" in report  # the models' provenance (no safety endpoint here)
 
 
 def test_provenance(run):

@@ -137,10 +137,11 @@ def test_a_failing_savefig_leaves_the_previous_plot(tmp_path, monkeypatch):
     assert open(path, "rb").read() == good and os.listdir(tmp_path) == [os.path.basename(path)]
 
 
-def _synthetic_result(seed: int = 0, num_draws: int = 20):
+def _synthetic_result(seed: int = 0, num_draws: int = 20, sources: list[str] | None = None):
     """A two-point result as `pipeline.run` hands it to `report.write_outputs`."""
     rng = np.random.default_rng(seed)
     labels = ["base", "instruct"]
+    sources = sources or [f"/ckpt/{label}" for label in labels]
     points, per_point = [], []
     for i, label in enumerate(labels):
         types = {}
@@ -155,8 +156,11 @@ def _synthetic_result(seed: int = 0, num_draws: int = 20):
                     "null_q05": -0.05, "null_q95": 0.05, "null_p": 0.4,
                     "num_failing_requests": 6, "num_ok_requests": 6,
                 }  # fmt: skip
-        row = {"label": label, "source": f"/ckpt/{label}", "policy_dominance": 0.2 * i,
-               "harmful_compliance_rate": 0.4, "over_refusal_rate": 0.1, "refusal_rate": 0.5,
+        row = {"label": label, "source": sources[i], "policy_dominance": 0.2 * i,
+               "harmful_compliance_rate": 0.4, "harmful_compliance_rate_lo": 0.3,
+               "harmful_compliance_rate_hi": 0.5, "over_refusal_rate": 0.1,
+               "over_refusal_rate_lo": 0.05, "over_refusal_rate_hi": 0.2, "refusal_rate": 0.5,
+               "harmful_compliance_failing_requests": 9, "over_refusal_failing_requests": 3,
                "split_half": 0.9, "cross_domain": 0.8, "cross_model_cosine": 1.0,
                "selectivity": 1.5, "offtarget_kl_per_unit_effect": 0.01,
                "style_vs_safety": float("nan"), "style_vs_safety_defined": False,
@@ -165,8 +169,14 @@ def _synthetic_result(seed: int = 0, num_draws: int = 20):
         for stat in ("delta_mon", "delta_steer"):
             sub = {t: v for (s, t), v in types.items() if s == stat}
             row.update(pipeline.point._value_columns(stat, sub, {}, get_config("smoke")))
+        examples = {t: [{"prompt": f"request {k} of {t}", "unsteered": f"unsteered answer {k}",
+                         "steered": f"steered answer {k}", "steering": "refusal +0.5, concern -0.5"}
+                        for k in range(4)] for t in pipeline.FAILURE_TYPES}  # fmt: skip
+        values = {f"{s}/{t}": {**v, "unsteered_rate": 0.4, "auroc_controls": 0.7}
+                  for (s, t), v in types.items()}  # fmt: skip
         points.append({"row": row, "detail": {"row": row}, "matrix": np.eye(3),
-                       "matrix_rows": ["x", "y", "z"]})  # fmt: skip
+                       "matrix_rows": ["x", "y", "z"], "matrix_cols": ["x", "y", "z"],
+                       "values": values, "examples": examples})  # fmt: skip
         per_point.append(types)
     deltas = {}
     for name in pipeline.value_names(get_config("smoke")):
@@ -177,7 +187,11 @@ def _synthetic_result(seed: int = 0, num_draws: int = 20):
         deltas[name]["samples"] = np.stack([v["relative"]["samples"] for v in vals])
         deltas[name]["estimable"] = np.array([True, True])
     margins = {"delta_mon": 0.05, "delta_steer": 0.05}
-    return points, deltas, margins, bp.find_break_point(labels, deltas, margins)
+    brk = bp.find_break_point(labels, deltas, margins)
+    for i, p in enumerate(points):  # as pipeline.run does
+        for name, st in brk.status.items():
+            p["row"][name.replace("/", "_") + "_status"] = st[i]
+    return points, deltas, margins, brk
 
 
 def test_every_output_is_published_atomically_and_summary_last(tmp_path, monkeypatch):
@@ -201,6 +215,30 @@ def test_every_output_is_published_atomically_and_summary_last(tmp_path, monkeyp
     assert json.load(open(tmp_path / "config.json"))["config_fingerprint"] == config_fingerprint(
         cfg
     )
+
+
+def test_report_names_the_answer_the_command_device_commit_and_checkpoints(tmp_path, ckpts):
+    cfg = _cfg(ckpts)
+    points, deltas, margins, brk = _synthetic_result(sources=[ckpts["a"], ckpts["b"]])
+    cfg.breakpoint.labels = ("base", "instruct")
+    report.write_outputs(cfg, str(tmp_path), points, deltas, margins, brk, seconds=1.0)
+    text = (tmp_path / "report.md").read_text()
+    lines = text.splitlines()
+    assert lines[2] == report.headline(brk, ["base", "instruct"], [p["row"] for p in points])
+    assert lines[2].startswith(f"**{brk.outcome[0].upper()}") and "Required: Δ_mon HC" in lines[2]
+    assert "| base | 9 | 0.40 [0.30, 0.50] |" in text  # failures per type with intervals
+    assert f"| Δ_steer OR | instruct | {brk.status['delta_steer/over_refusal'][1]} |" in text
+    assert text.count("| request 0 of harmful_compliance | unsteered answer 0 |") == 2
+    assert "request 3 of" not in text  # three examples per type and point
+    prov = json.loads((tmp_path / "config.json").read_text())
+    assert f"* command: `{report.command_line()}`" in text and prov["command"]
+    assert f"* device: {report.device_name()}" in text and "cpu:0" not in text
+    assert f"* commit: `{results.git_commit()}`" in text
+    for label, name in (("base", "a"), ("instruct", "b")):
+        digest = results.model_hash(ckpts[name])["model.safetensors"]
+        assert prov["models"][label]["sha256"]["model.safetensors"] == digest
+        assert f"`model.safetensors` {digest}" in text
+    assert "No safety-tuned endpoint" in text and "local checkpoint" in text
 
 
 def test_a_kill_while_the_report_is_written_keeps_the_previous_report(tmp_path, monkeypatch):
