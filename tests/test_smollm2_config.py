@@ -400,3 +400,15 @@ def test_smoke_runs_end_to_end(tmp_path, no_base):
     assert "harmbench" in json.dumps(config)
     with open(os.path.join(workdir, "points", "α=0", "point.json")) as f:
         assert json.load(f)["row"]["label"] == "α=0"
+    # report.md: the headline, the tables, examples, command, device, commit, checkpoint hash.
+    with open(os.path.join(workdir, "report.md")) as f:
+        report = f.read()
+    head = report.splitlines()[2]
+    assert head.lower().startswith(f"**{brk['outcome']}") and "Required: Δ_mon HC" in head
+    assert "| Δ_steer HC | α=1 |" in report and "## Example generations" in report
+    assert "* command: `python scripts/breakpoint.py --config=" in report
+    assert "* device: " in report and "cpu:0" not in report
+    assert f"* commit: `{config['git_commit']}`" in report
+    gguf = registry.REGISTRY["smollm2-135m-instruct"]  # both dial ends: one file, hashed
+    assert config["models"]["smollm2-135m-instruct"]["sha256"] == {gguf.filename: gguf.sha256[:16]}
+    assert f"`{gguf.filename}` {gguf.sha256[:16]}" in report and gguf.requirement in report
