@@ -139,6 +139,12 @@ def test_null_band_on_the_relative_scale_uses_the_points_denominator():
     # Below the floor of the denominator (emojax.metrics.scales) the floor divides.
     lo, hi = report.rule_null(row, {"unsteered_rate": 0.01}, name, "relative", floor=0.05)
     assert (lo, hi) == pytest.approx((-0.2, 0.4))
+    cfg = get_config("smoke")
+    cfg.breakpoint.steer_min_rate = 0.05
+    label = report.figures.scale_label(cfg, "delta_steer")
+    assert label.startswith("Δ_steer / max(unsteered failure rate, 0.05)\n")
+    cfg.breakpoint.steer_scale = "absolute"
+    assert report.figures.scale_label(cfg, "delta_steer") == "Δ_steer (failure-rate difference)"
 
 
 def test_shares_keep_one_decimal_and_never_round_onto_the_ends():

@@ -67,7 +67,7 @@ def scale_label(cfg, stat: str) -> str:
     label = SCALE_LABELS[(stat, scale)]
     if scale == "relative" and floor > 0:
         den = "1 − AUROC controls" if stat == "delta_mon" else "unsteered failure rate"
-        label = label.replace(den, f"max({den}, {floor:g})")
+        label = label.replace(f"({den})", den).replace(den, f"max({den}, {floor:g})")
     return label
 
 
