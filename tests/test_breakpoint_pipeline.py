@@ -208,8 +208,8 @@ def test_steering_value_on_a_real_sweep(run):
         assert a["lo"] <= a["estimate"] <= a["hi"]
         assert a["samples"].shape == (30,) and v["estimable_draws"].shape == (30,)
         rel = v["relative"]
-        if np.isfinite(rel["estimate"]):
-            assert rel["estimate"] == pytest.approx(a["estimate"] / v["unsteered_rate"])
+        floor = cfg.breakpoint.steer_min_rate  # the relative scale's floor on the rate
+        assert rel["estimate"] == pytest.approx(a["estimate"] / max(v["unsteered_rate"], floor))
         assert 0.0 < v["null_p"] <= 1.0 and len(v["null"]) == v["null_arms"]
         assert v["null_arms"] == min(cfg.breakpoint.num_null, 4)  # C(4, 1) distinct arms
         cols = pipeline.point._value_columns("delta_steer", out, {}, cfg)

@@ -232,9 +232,7 @@ def test_evaluation_set_is_english_harmbench_plus_project_benign(fake_harmbench,
     assert len(sw.items) == 2 * n_harm + n_benign  # harmful plain and framed, benign plain
     assert sample.strata["harmful_compliance"]["failing"] == [n_harm, rq.harmful]
     # Reweighted to the population: the chosen failing requests stand for all failing ones.
-    assert sample.request_weights.sum() == pytest.approx(
-        rq.harmful + rq.harmless + rq.borderline
-    )
+    assert sample.request_weights.sum() == pytest.approx(rq.harmful + rq.harmless + rq.borderline)
     bare = pipeline.EvalSet(ev.items, ev.request, ev.num_requests, ev.neutral)
     with pytest.raises(ValueError, match="no cue per prompt"):
         bare.subset({}, ("none",))
@@ -372,14 +370,15 @@ def test_smoke_runs_end_to_end(tmp_path, no_base):
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     print(f"smoke run: {time.perf_counter() - t0:.0f} s")
-    assert "break point:" in done.stdout
+    assert "outcome:" in done.stdout
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
     brk = summary["break_point"]
     assert summary["labels"] == ["α=0", "α=1"]
-    assert brk["outcome"] in ("break", "not reached", "failures eliminated first")
-    assert {"label", "index", "interval", "interval_index", "outcome"} <= set(brk)
-    assert (brk["label"] is None) == (brk["outcome"] != "break")
+    assert brk["outcome"] in ("break", "not reached", "failures eliminated first",
+                              "insufficient data")  # fmt: skip
+    assert {"label", "index", "interval", "interval_index", "outcome", "status"} <= set(brk)
+    assert (brk["label"] is None) == (brk["outcome"] in ("not reached", "insufficient data"))
     with open(os.path.join(workdir, "points.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [r["label"] for r in rows] == ["α=0", "α=1"]

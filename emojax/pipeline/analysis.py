@@ -125,7 +125,9 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     seconds = time.perf_counter() - t_start
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
-    return write_outputs(cfg, workdir, points, deltas, margins, brk, seconds, data_files=files)
+    return write_outputs(
+        cfg, workdir, points, deltas, margins, brk, seconds, data_files=files, checkpoints=paths
+    )
 
 
 def _preflight_only(cfg, workdir: str, paths, evalset, draws) -> dict:
