@@ -9,6 +9,7 @@ readouts, R bootstrap draws, U requests.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,10 @@ def summarize(results: SweepResults) -> dict[str, Any]:
             m_rand = modularity.cross_steering_matrix(coefs, proj[num_named:])
             sel_null = modularity.selectivity_null(m_rand, own, selectivity)
             cross["selectivity_null_p"] = np.asarray(sel_null["p"]).tolist()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN null row
+                q = np.nanquantile(np.asarray(sel_null["null"], np.float64), [0.05, 0.95], axis=1)
+            cross["selectivity_null_q05"], cross["selectivity_null_q95"] = q.tolist()
         style = {}
         for i in range(num_named):
             sty = np.stack([arr[f"grid_{k}"][a][i] for k in ("apology", "hedging", "warmth")])
