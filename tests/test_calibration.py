@@ -128,6 +128,7 @@ def test_the_rule_as_shipped_is_calibrated_and_the_study_sees_a_broken_rule():
     assert res["scenarios"]["missing"]["not-estimable-as-vanished"]["false_break"] >= 1 / 3
     table = cal.markdown_table(res)
     assert "| missing | insufficient data |" in table and "| delta_mon/over_refusal | 0 |" in table
+    assert set(res["null_by_scenario"]) == {"null"} and "| null | 0 % (" in table
     json.dumps(res)
 
 

@@ -99,8 +99,8 @@ def _values(axis: dict, scenario: Scenario, status: dict) -> list[dict]:
         stat, ftype = name.split("/")
         planted = plans[ftype].steer if stat == "delta_steer" else plans[ftype].mon
         for i, v in enumerate(per_point):
-            rows.append({"name": name, "point": i, "planted": float(planted[i]),
-                         "status": status[name][i], **v})  # fmt: skip
+            rows.append({"scenario": scenario.name, "name": name, "point": i,
+                         "planted": float(planted[i]), "status": status[name][i], **v})  # fmt: skip
     return rows
 
 
@@ -144,6 +144,7 @@ def run_calibration(
         "num_seeds": num_seeds,
         "seconds": time.perf_counter() - start,
         "values": summarise_values(value_rows),
+        "null_by_scenario": null_by_scenario(value_rows),
         "scenarios": {
             s: {r: summarise_reads(v) for r, v in per.items()} for s, per in reads.items()
         },
@@ -189,6 +190,20 @@ def summarise_values(rows: list[dict]) -> list[dict]:
     return out
 
 
+def null_by_scenario(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Where the truth is 0, per scenario and Δ: estimable cases, coverage, share present."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        if r["planted"] == 0 and r["estimable"] and r["status"] != "failures eliminated":
+            out.setdefault(r["scenario"], {}).setdefault(r["name"], []).append(r)
+    return {
+        s: {name: {"cases": len(v), "coverage_relative": _share(_covers("relative"), v),
+                   "present": _share(lambda r: r["status"] == "present", v)}
+            for name, v in per.items()}
+        for s, per in out.items()
+    }  # fmt: skip
+
+
 def summarise_reads(reads: list[dict]) -> dict[str, Any]:
     """Shares of right answers, false breaks and outcomes over seeds."""
     mean = lambda k: float(np.mean([r[k] for r in reads]))  # noqa: E731
@@ -214,7 +229,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [
         f"Calibration of the break rule as shipped: {result['num_seeds']} seeds per scenario, "
         f"margins ({reg['scale']}) {margins}, floor {reg['floor']:g}, min_failures "
-        f"{reg['min_failures']}, κ {reg['kappa']:g}, {reg['num_draws']} shared request draws, "
+        f"{reg['min_failures']}, κ {reg['kappa']:g}, tolerance {reg['tolerance']}, "
+        f"{reg['num_draws']} shared request draws, "
         f"{reg['num_requests']} requests per type x {reg['cues'][0]}–{reg['cues'][1]} prompts, "
         f"Δ_steer on {reg['failing_requests']} failing + {reg['ok_requests']} non-failing "
         f"steered requests, equal arms of 3 grids of {reg['grid_side']} x {reg['grid_side']} "
@@ -257,4 +273,20 @@ def markdown_table(result: dict[str, Any]) -> str:
             + "".join(f"| {_pct(per_rule[x]['false_break'])} " for x in other)
             + "|"
         )
+    names = [v["name"] for v in result["values"] if v["truth"] == "0"]
+    lines += [
+        "",
+        "Where the truth is 0, by scenario: share 'present' (coverage of the truth, estimable "
+        "cases):",
+        "",
+        "| scenario | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for scenario, per in result["null_by_scenario"].items():
+        cells = []
+        for name in names:
+            v = per.get(name)
+            cells.append("–" if v is None else f"{_pct(v['present'])} "
+                         f"({_pct(v['coverage_relative'])}, {v['cases']})")  # fmt: skip
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
