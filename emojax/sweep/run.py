@@ -53,8 +53,12 @@ class _Plan:
       layers: the injection layers, sorted.
       readout_layer: residual-stream index in [0, L] of the projections.
       pairs: the joint grids' (control, partner) vector indices.
-      cond: the flat condition table.
-      steer_all: [C, D] vector each condition adds.
+      cond: the flat condition table (every grid cell of every readout grid).
+      unique: indices into `cond` of the distinct conditions that are run: cells that add the
+        same vector at the same layer (the (0, 0) cell of every joint grid, a joint cell with
+        one coefficient 0 and the single-vector cell it equals) are computed once.
+      inverse: int [C], the distinct condition each cell of `cond` reads.
+      steer_all: [C', D] vector each distinct condition adds.
       refusal_ids: refusal-start token ids.
       refusal: bool [V] refusal-start tokens.
       read_dirs: [J, D] concept directions at the readout layer over its norm unit.
@@ -67,6 +71,8 @@ class _Plan:
     readout_layer: int
     pairs: list[tuple[int, int]]
     cond: Conditions
+    unique: np.ndarray
+    inverse: np.ndarray
     steer_all: np.ndarray
     refusal_ids: Sequence[int]
     refusal: Array
@@ -114,7 +120,8 @@ def _plan(model: Any, vectors: Any, prompts: SweepPrompts, config: Any, refusal_
         cfg["joint_coefs"],
         cfg["generate_random"],
     )
-    steer_all = steering_matrix(cond, vecs)
+    unique, inverse = _distinct(cond)
+    steer_all = steering_matrix(cond, vecs)[unique]
     if refusal_ids is None:
         refusal_ids = ro.refusal_token_ids(tok)
     validate.check_token_ids(refusal_ids, mcfg.vocab_size, name="refusal_ids")
@@ -122,9 +129,23 @@ def _plan(model: Any, vectors: Any, prompts: SweepPrompts, config: Any, refusal_
     read_dirs = jnp.asarray(vecs.vectors[: vecs.num_named, dir_layer] / vecs.layer_norms[dir_layer])
     eos = tuple(mcfg.eos_token_id) or ((tok.eos_token_id,) if tok is not None else ())
     return _Plan(
-        cfg, vecs, layers, readout_layer, pairs, cond, steer_all, refusal_ids, refusal,
+        cfg, vecs, layers, readout_layer, pairs, cond, unique, inverse, steer_all, refusal_ids,
+        refusal,
         read_dirs, eos,
     )  # fmt: skip
+
+
+def _distinct(cond: Conditions) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the distinct (layer, weights) rows, [C] index of each row among them).
+
+    A distinct row generates when any of its copies does. The unsteered base row comes first.
+    """
+    keys = np.concatenate([cond.layer[:, None].astype(np.float32), cond.weights], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # keep the table's order: row 0 (the base) first
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
 
 
 def _chunk_store(
@@ -142,6 +163,10 @@ def _chunk_store(
             [np.asarray(x.reshape(-1)[:64]) for x in jax.tree.leaves(model.params)]
         ),
         "refusal_ids": list(map(int, plan.refusal_ids)),
+        # The distinct conditions, in the order chunks hold them.
+        "conditions": res.fingerprint(
+            [plan.cond.layer[plan.unique], plan.cond.weights[plan.unique]]
+        ),
         "model": repr(model.config),
     }
     return res.ChunkStore(
@@ -186,20 +211,24 @@ def _run_conditions(
     Returns:
       (condition indices, that chunk's outputs) per chunk.
     """
-    params, mcfg, cfg, cond = model.params, model.config, plan.cfg, plan.cond
+    params, mcfg, cfg = model.params, model.config, plan.cfg
+    layer_of = plan.cond.layer[plan.unique]
+    # A distinct condition generates when any of the cells it serves does.
+    generate = np.zeros(len(plan.unique), bool)
+    np.logical_or.at(generate, plan.inverse, plan.cond.generate)
     tokens, mask = jnp.asarray(prompts.tokens), jnp.asarray(prompts.mask)
     ntokens, nmask = jnp.asarray(prompts.neutral_tokens), jnp.asarray(prompts.neutral_mask)
     n, t = prompts.tokens.shape
     m, tn = prompts.neutral_tokens.shape
     w = cfg["max_new_tokens"]
-    total = len(cond.layer)
+    total = len(plan.unique)
     done, t0 = 0, time.perf_counter()
     chunk_out: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     for layer in plan.layers:
         readout = plan.readout_layer - layer if plan.readout_layer > layer else None
         rows = _layer_rows(mcfg, t, tn, w, layer, readout, cfg["memory_mb"])
         for gen_flag in (True, False):
-            idx = np.nonzero((cond.layer == layer) & (cond.generate == gen_flag))[0]
+            idx = np.nonzero((layer_of == layer) & (generate == gen_flag))[0]
             if not len(idx):
                 continue
             size, blocks = _chunk_shape(rows, n, m, len(idx))
@@ -234,8 +263,9 @@ def _readouts(
 ) -> SweepResults:
     """The chunks' outputs as per-prompt readout grids (behaviour and style from the text)."""
     n, m = prompts.num_prompts, prompts.neutral_tokens.shape[0]
-    total, w = len(plan.cond.layer), plan.cfg["max_new_tokens"]
+    total, w = len(plan.unique), plan.cfg["max_new_tokens"]
     flat = _assemble_flat(chunk_out, total, n, m, w, plan.vecs.num_named)
+    flat = {k: v[plan.inverse] for k, v in flat.items()}  # every cell reads its condition
     return _to_grids(
         flat,
         plan.cond,
@@ -304,7 +334,8 @@ def run_sweep(
     timing["summary_s"] = time.perf_counter() - t1
     timing["total_s"] = time.perf_counter() - t_start
     results.meta["timing_s"] = timing
-    results.meta["num_conditions"] = len(plan.cond.layer)
+    results.meta["num_conditions"] = len(plan.unique)  # distinct conditions run
+    results.meta["num_cells"] = len(plan.cond.layer)  # grid cells they fill
     if workdir is not None:
         results.save(workdir)
     return results
