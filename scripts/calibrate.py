@@ -1,7 +1,7 @@
 r"""Calibration of the break rule as shipped, on simulated axes with known answers.
 
 Examples:
-  python scripts/calibrate.py --seeds=40               # the README's tables (~20 min, 2 cores)
+X
   python scripts/calibrate.py --quick --seeds=3        # small and fast (as in CI)
   python scripts/calibrate.py --validation --seeds=20  # placebo and spiked arms (issue 24)
   python scripts/calibrate.py --sweep=runs/zoo/points/base/sweep
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emojax import calibration, results  # noqa: E402
 from emojax.workdir import run_main  # noqa: E402
 
-_SEEDS = flags.DEFINE_integer("seeds", 40, "Simulated axes per scenario (seeds).")
+_SEEDS = flags.DEFINE_integer("seeds", 45, "Simulated axes per scenario (seeds).")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer requests, draws and truth prompts (CI).")
 _OUT = flags.DEFINE_string("out", "calibration.json", "Where to write the JSON results.")
 _VALIDATION = flags.DEFINE_bool(
