@@ -1,7 +1,7 @@
 r"""Calibration of the break rule as shipped, on simulated axes with known answers.
 
 Examples:
-X
+  python scripts/calibrate.py --seeds=45               # docs/method.md's tables (~25 min, 2 cores)
   python scripts/calibrate.py --quick --seeds=3        # small and fast (as in CI)
   python scripts/calibrate.py --validation --seeds=20  # placebo and spiked arms (issue 24)
   python scripts/calibrate.py --sweep=runs/zoo/points/base/sweep
