@@ -559,7 +559,15 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
 def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
     """`absl.app.run(main)` for emojax scripts: a bad flag or config (an unknown `get_config`
     variant, an override that does not parse) and a user error raised by `main`
-    (`main_errors`) each print one line, `error: <message>`, and exit with status 2."""
+    (`main_errors`) each print one line, `error: <message>`, and exit with status 2. The
+    persistent compilation cache (`emojax.compile_cache`; EMOJAX_COMPILATION_CACHE=0: off) is
+    on while main runs."""
     from absl import app
 
-    app.run(main_errors(main), argv=None if argv is None else list(argv), flags_parser=_parse_flags)
+    from emojax.compile_cache import enabled  # the persistent compilation cache, before main
+
+    app.run(
+        main_errors(enabled(main)),
+        argv=None if argv is None else list(argv),
+        flags_parser=_parse_flags,
+    )

@@ -36,8 +36,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("config", "params", "validate", "stats", "results")),
     ("model core", ("layers", "model", "interventions", "generate")),
     ("formats", (
-        "checkpoint", "safetensors_files", "gguf", "models", "loading", "control_vector",
-        "vectors", "",  # "": emojax/__init__.py, which re-exports the core and loading
+        "checkpoint", "safetensors_files", "gguf", "models", "compile_cache", "loading",
+        "control_vector", "vectors",
+        "",  # "": emojax/__init__.py, which re-exports the core and loading
     )),
     ("scale", ("parallel", "sharding")),
     ("analysis", (
