@@ -98,10 +98,12 @@ def evaluate(
       and one record per response (set, id, template, refused, text).
     """
     figures, records, pooled = {}, [], [0, 0]
+    # Every set's prompts in one call: batches of similar length across sets, fewer compiles.
+    requests = [p.text for prompts in sets.values() for p in prompts]
+    answers = tune.own_answers(model, requests, max_new_tokens=max_new_tokens, log=log)
+    offset = 0
     for name, prompts in sets.items():
-        set_log = (lambda m, n=name: log(f"[{n}] {m}")) if log else None
-        requests = [p.text for p in prompts]
-        ids = tune.own_answers(model, requests, max_new_tokens=max_new_tokens, log=set_log)
+        ids, offset = answers[offset : offset + len(prompts)], offset + len(prompts)
         texts = model.tokenizer.batch_decode(ids, skip_special_tokens=True)
         refused = [readouts.classify_response(t) for t in texts]
         k, n = sum(refused), len(refused)

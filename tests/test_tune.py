@@ -7,6 +7,7 @@ test from the tuning prompts' words and has a ChatML-like template.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -235,3 +236,62 @@ def test_own_answers_with_a_forced_start(tiny, tokenizer):
         want = np.asarray(new)[0, len(ids) :].tolist()
         eos = tokenizer.eos_token_id
         assert ans[len(sure) :] == (want[: want.index(eos) + 1] if eos in want else want)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_training_loss_and_gradients_equal_the_reference_formulation(family):
+    """The step's loss (response positions only, unrolled layers) equals `response_nll`
+    (forward over every position, scanned layers): value and every gradient."""
+    extra = dict(sliding_window=5, tie_word_embeddings=False) if family == "mistral" else {}
+    config = emojax.ModelConfig.from_hf_dict(dict(
+        model_type=family, vocab_size=300, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=256, **extra,
+    ))  # fmt: skip
+    params = emojax.init_params(config, jax.random.PRNGKey(0))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(3, 300, (4, 24)), jnp.int32)
+    mask = np.zeros((4, 24), np.float32)
+    for row, (start, end) in enumerate([(5, 12), (10, 20), (3, 4), (15, 24)]):
+        mask[row, start:end] = 1.0
+    num_positions = tune.num_response_positions(mask)
+    assert num_positions == 16  # the most targets of a row (9 of row 3), rounded up to 8
+    positions = np.asarray(tune.response_positions(jnp.asarray(mask), num_positions))
+    for row in range(4):  # every target position first, in order
+        targets = np.flatnonzero(mask[row, 1:])
+        np.testing.assert_array_equal(positions[row, : len(targets)], targets)
+
+    loss, grads = jax.value_and_grad(tune.response_nll)(params, config, tokens, jnp.asarray(mask))
+    fast_loss, fast_grads = jax.value_and_grad(
+        functools.partial(tune.training_nll, num_positions=num_positions)
+    )(params, config, tokens, jnp.asarray(mask))
+    np.testing.assert_allclose(fast_loss, loss, rtol=1e-6)
+    for name, fast, ref in zip(
+        [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(grads)],
+        jax.tree.leaves(fast_grads), jax.tree.leaves(grads), strict=True,
+    ):  # fmt: skip
+        assert np.abs(ref).max() > 0, name  # every weight gets a gradient
+        np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-6, err_msg=name)
+    # Too few positions drop targets: the loss changes (the data-sized P is what keeps it).
+    cut = tune.training_nll(params, config, tokens, jnp.asarray(mask), num_positions=4)
+    assert abs(float(cut) - float(loss)) > 1e-3
+
+
+def test_own_answers_in_length_buckets_keep_the_prompt_order(tiny, tokenizer):
+    """Prompts of very different lengths (two pad buckets, a short last batch) come back in
+    the order given, each the greedy continuation of its own prompt alone."""
+    short = ["Help me plan a trip with my sister.", "How do I sort a list in Python?"]
+    long = [" ".join([t] * 4) for t in short]  # same words, four times as long
+    texts = [long[0], short[0], long[1], short[1], short[0]]
+    lengths = [len(tune._chat_ids(tokenizer, t)) for t in texts]
+    assert max(lengths) > min(lengths) + 16  # more than one bucket of pad_multiple=16
+    # Weights x10: answers that differ by prompt (the tiny model's are all alike).
+    params = jax.tree.map(lambda x: 10 * x if x.ndim > 1 else x, tiny.params)
+    model = dataclasses.replace(tiny, params=params)
+    answers = tune.own_answers(model, texts, max_new_tokens=4, batch_size=2, log=None)
+    assert answers[1] == answers[4] and len({tuple(a) for a in answers}) == 4
+    eos = tokenizer.eos_token_id
+    for text, ans in zip(texts, answers, strict=True):
+        ids = tune._chat_ids(tokenizer, text)
+        new = emojax.generate(params, tiny.config, jnp.asarray([ids]), max_new_tokens=4)
+        want = np.asarray(new)[0, len(ids) :].tolist()
+        assert ans == (want[: want.index(eos) + 1] if eos in want else want)

@@ -4,6 +4,8 @@
   (`run_steering_bench`, scripts/bench.py).
 * `forward`: compile time and tokens/s of `emojax.forward` (`run_forward_bench`,
   scripts/bench_forward.py).
+* `finetune`: the safety tune step against the same run's f32 matmul roofline
+  (`run_finetune_bench`, scripts/bench_finetune.py).
 * `gguf`: load time and forward throughput of a GGUF file vs transformers' GGUF reader
   (`run_gguf_bench`, scripts/bench_gguf.py).
 * `torch_ref`: the PyTorch references (`TorchBaseline`, `transformers_gguf_model`).
@@ -13,6 +15,7 @@ Each `run_*` returns a JSON-ready dict and has a `format_*` companion giving the
 script prints. The monitoring-probe benchmark is `emojax.probes.bench_probes`.
 """
 
+from emojax.benchmark.finetune import format_finetune_bench, run_finetune_bench
 from emojax.benchmark.forward import format_forward_bench, llama_config, run_forward_bench
 from emojax.benchmark.gguf import format_gguf_bench, run_gguf_bench
 from emojax.benchmark.measure import forward_flops, median_time, time_calls, timed
@@ -30,12 +33,14 @@ __all__ = [
     "TorchBaseline",
     "bench_model_config",
     "bench_prompts",
+    "format_finetune_bench",
     "format_forward_bench",
     "format_gguf_bench",
     "format_steering_table",
     "forward_flops",
     "llama_config",
     "median_time",
+    "run_finetune_bench",
     "run_forward_bench",
     "run_gguf_bench",
     "run_steering_bench",
