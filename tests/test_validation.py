@@ -379,3 +379,60 @@ def _loglik(model, tokens, mask, responses, step):
     logp = jax.nn.log_softmax(out.logits.astype(jnp.float32), -1)
     return np.asarray(jnp.take_along_axis(logp, jnp.asarray(responses)[..., None], -1)[..., 0]
                       .sum(-1), np.float64)  # fmt: skip
+
+
+# --- the study's bookkeeping (a stand-in estimator) ------------------------------------------
+
+
+def _stand_in(point, arm, evalset, draws, cfg, out):
+    """`point_values`-shaped values whose truth is planted: relative Δ_steer 0.6 for λ > 0,
+    0 for λ = 0 and the placebo, Δ_mon 0; estimates = truth + small noise."""
+    del point, evalset, cfg, out
+    tag = arm.metadata["validation"]
+    lam = tag.get("lam", 0.0)
+    r = 0 if draws is None else len(draws.weights)
+    rng = np.random.default_rng(int(1000 * lam) + r)
+
+    def entry(value):
+        shift = 0.0 if draws is None else rng.normal(0, 0.01)
+        scale = {
+            "estimate": value + shift,
+            "lo": value + shift - 0.05,
+            "hi": value + shift + 0.05,
+            "samples": value + rng.normal(0, 0.02, r),
+        }
+        return {"estimable": True, "absolute": dict(scale), "relative": scale,
+                "estimable_draws": np.ones(r, bool)}  # fmt: skip
+
+    rate = {"estimate": 0.3, "lo": 0.25, "hi": 0.35, "samples": np.full(r, 0.3)}
+    types = directions.FAILURE_TYPES
+    return {"mon": {"types": {t: entry(0.0) for t in types}},
+            "steer": {t: entry(0.6 if lam > 0 else 0.0) for t in types},
+            "rates": {t: rate for t in types}}  # fmt: skip
+
+
+def test_study_recovers_planted_scenarios_with_a_faithful_estimator():
+    from configs.zoo import get_config
+    from emojax.validation import study
+
+    cfg = get_config("smoke")
+    labels = list(cfg.breakpoint.labels)
+    points = [type("Point", (), {"label": label, "model": None})() for label in labels]
+    vs = _vector_set()
+    result = study.validation_study(
+        2, cfg=cfg, lams=(0.0, 2.0), points=points, vector_sets=[vs] * len(points),
+        measure=_stand_in, spikes_of=lambda *a: _spikes(vs),
+    )  # fmt: skip
+    for scenario, r in result["scenarios"].items():
+        outcome, index = schedules.expected_outcome(scenario, len(labels))
+        want = f"break at {labels[index]}" if outcome == "break" else outcome
+        assert r["expected"] == want and r["planted"] == [want] * 2, scenario
+        assert r["recovered"] == r["planted"] and r["agree"] == 1.0
+    assert set(result["by_arm"]) == {"lam=0", "lam=2", "placebo"}
+    assert result["by_arm"]["lam=2"]["delta_steer/over_refusal"]["truth"] == pytest.approx(0.6)
+    cov = result["coverage"]["delta_steer/harmful_compliance"]
+    assert cov["count"] == 2 * len(labels) * 3 and cov["rate"] == 1.0  # seeds x points x arms
+    table = study.markdown_table(result)
+    assert "| vanishing | break at" in table and "lam=2" in table
+    with pytest.raises(ValueError, match="lams"):
+        study.validation_study(1, cfg=cfg, lam=1.0, lams=(0.0, 2.0), points=points)

@@ -72,11 +72,39 @@ def _default_config(variant: str = ""):
     return module.get_config(variant)
 
 
+def truth_config(cfg):
+    """The run config for a truth: the sweep steers every request of the truth split (no
+    stratified subsample: `sweep.failing_requests` = `sweep.ok_requests` = 0, all)."""
+    out = cfg.copy_and_resolve_references() if hasattr(cfg, "copy_and_resolve_references") else cfg
+    for key in ("failing_requests", "ok_requests"):
+        if key in out.sweep:
+            out.sweep[key] = 0
+    return out
+
+
 def _keep(values: dict) -> dict:
     """What the study keeps of `point_values`: every Δ (both scales, draws) and the rates."""
     out = {f"delta_mon/{t}": v for t, v in values["mon"]["types"].items()}
     out.update({f"delta_steer/{t}": v for t, v in values["steer"].items()})
     return {"values": out, "rates": values["rates"]}
+
+
+def learn_spikes(point: Any, vs: Any, split: splits.RequestSplits, cfg) -> arms.Spikes:
+    """The point's planted directions, learned on the learning split (its Fisher on the
+    training split's neutral texts, which no estimate reads)."""
+    model = point.model
+    neutral = concepts.load_eval(
+        "neutral", "train", limit=max(len(split.learn.neutral), 16),
+        rendering=cfg.data.get("rendering", "zoo"),
+    )  # fmt: skip
+    learn = dataclasses.replace(split.learn, neutral=tuple(q.text for q in neutral))
+    site = headline_site(cfg.probes.layer, model.config.num_layers + 1)
+    layer = resolve_layers(cfg.sweep.layers, model.config.num_layers)[0]
+    return directions.spike_directions(
+        model, learn.prompts(model.tokenizer, cfg), vs, site=site, layer=layer,
+        controls=tuple(cfg.data.controls), classify=classifier(cfg),
+        max_new_tokens=cfg.probes.max_new_tokens, batch_size=cfg.probes.batch_size,
+    )  # fmt: skip
 
 
 def measure_point(
@@ -90,6 +118,7 @@ def measure_point(
     entries: Sequence[float | None],
     placebo: str = "relabel",
     measure: Callable[..., dict] = point_values,
+    spikes_of: Callable[..., arms.Spikes] = learn_spikes,
 ) -> dict[str, dict]:
     """Every arm of one point and seed, on the estimate split (with draws) and the truth split.
 
@@ -103,31 +132,20 @@ def measure_point(
       entries: the arms (λ values and/or None for the placebo).
       placebo: the placebo's mode.
       measure: the estimator (`point_values`; a stand-in in tests).
+      spikes_of: (point, vs, split, cfg) -> the planted directions (`learn_spikes`).
 
     Returns:
       arm name -> {"estimate": kept values, "truth": kept values, "info": spike info}.
     """
-    model = point.model
     spikes = None
     if any(e is not None for e in entries):
-        neutral = concepts.load_eval(
-            "neutral", "train", limit=max(len(split.learn.neutral), 16),
-            rendering=cfg.data.get("rendering", "zoo"),
-        )  # fmt: skip
-        learn = dataclasses.replace(split.learn, neutral=tuple(q.text for q in neutral))
-        site = headline_site(cfg.probes.layer, model.config.num_layers + 1)
-        layer = resolve_layers(cfg.sweep.layers, model.config.num_layers)[0]
-        spikes = directions.spike_directions(
-            model, learn.prompts(model.tokenizer, cfg), vs, site=site, layer=layer,
-            controls=tuple(cfg.data.controls), classify=classifier(cfg),
-            max_new_tokens=cfg.probes.max_new_tokens, batch_size=cfg.probes.batch_size,
-        )  # fmt: skip
-    out = {}
+        spikes = spikes_of(point, vs, split, cfg)
+    out, cfg_truth = {}, truth_config(cfg)
     for entry in entries:
         arm = arms.arm_for(entry, vs, spikes, seed, placebo=placebo)
         out[arm_name(entry)] = {
             "estimate": _keep(measure(point, arm, split.estimate, draws, cfg, None)),
-            "truth": _keep(measure(point, arm, split.truth, None, cfg, None)),
+            "truth": _keep(measure(point, arm, split.truth, None, cfg_truth, None)),
             "info": {} if spikes is None else spikes.info,
         }
     return out
@@ -232,6 +250,7 @@ def validation_study(
     placebo: str = "relabel",
     first_seed: int = 0,
     measure: Callable[..., dict] = point_values,
+    spikes_of: Callable[..., arms.Spikes] = learn_spikes,
     points: Sequence[Any] | None = None,
     vector_sets: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
@@ -249,6 +268,7 @@ def validation_study(
       placebo: the placebo's mode.
       first_seed: seeds are first_seed .. first_seed + num_seeds - 1.
       measure: the estimator (default `point_values`; tests pass a stand-in).
+      spikes_of: how a point's planted directions are learned (default `learn_spikes`).
       points: the axis points (default: `axis_points(cfg)`, loaded one at a time).
       vector_sets: [P] the points' VectorSets (default: extracted at each point).
 
@@ -283,7 +303,7 @@ def validation_study(
             logging.info("validation study: %s, seed %d", point.label, s)
             measurements[point.label][s] = measure_point(
                 point, vs, split_of[s], draws_of[s], cfg, seed=s, entries=entries,
-                placebo=placebo, measure=measure,
+                placebo=placebo, measure=measure, spikes_of=spikes_of,
             )  # fmt: skip
     labels = list(measurements)
     out_scenarios = {}
