@@ -106,7 +106,7 @@ def test_report_shows_types_and_estimability(run):
         assert f"{rp.delta_name(name)} {sum(ok)}/3" in head
     if brk["outcome"] == "insufficient data":
         assert "stop adding" not in head
-    assert "planted by design" in lines[4]  # the synthetic-organism caveat comes next
+    assert "not a known answer" in lines[4]  # the synthetic-organism caveat comes next
     # The per-point tables: failures per type with intervals, every (Δ, point) with status.
     with open(os.path.join(workdir, "points.csv")) as f:
         rows = list(csv.DictReader(f))

@@ -118,10 +118,18 @@ def caveats(cfg, brk: BreakPoint, rows: Sequence[Mapping], zoo: bool) -> list[st
     out = []
     if zoo:
         scenario = cfg.zoo.get("scenario", "vanishing")
+        known = str(cfg.get("validation", {}).get("scenario", "none")) != "none"
         out.append(
-            "These models are emojax's synthetic model organisms. Results on them validate "
-            "the pipeline; they are not claims about real language models. The zoo's break "
-            f"is planted by design (scenario `{scenario}`)."
+            "These models are emojax's synthetic model organisms, not claims about real "
+            "language models. The zoo scenario (`" + scenario + "`) plants a behavioural "
+            "story in their training data, a demonstration, not a known answer for the "
+            "estimator: "
+            + (
+                "this run's emotion entries are validation arms, whose planted "
+                "outcome is the known answer (below)."
+                if known
+                else "known answers come from the validation arms (`--config.validation.scenario`)."
+            )
         )
     for n in brk.required:
         missing = [labels[i] for i, ok in enumerate(brk.estimable[n]) if not ok]
