@@ -84,17 +84,23 @@ def test_incremental_steering_value_known_answer():
 
 def _reference_delta_steer(
     fc, fe, kc, ke, request, kappa, num_requests, weights, nweights, num_folds, num_splits,
-    seed, oc=None, oe=None, oreq=None, tolerance=None,
+    seed, oc=None, oe=None, oreq=None, tolerance=None, z_controls=0.0, z_emotion=0.0,
 ):  # fmt: skip
-    """Δ_steer per draw by explicit loops over materialised resamples (copies of prompts)."""
+    """Δ_steer per draw by explicit loops over materialised resamples (copies of prompts).
+
+    ``z_*``: each arm's cells must meet their constraints by z standard errors (module
+    docstring of `incremental`); the standard errors are computed here from the copies: the
+    neutral prompts' sd / sqrt(their number), and the other type's rise as a ratio over the
+    training copies of its requests, each copy a cluster.
+    """
     folds = [stats.grouped_folds(num_requests, num_folds, (seed, s)) for s in range(num_splits)]
 
-    def arm(fail, kl, other, w_req, w_neu):
+    def arm(fail, kl, other, w_req, w_neu, z):
         rep = np.repeat(np.arange(len(request)), w_req[request])  # prompts, request copies
         neu = np.repeat(np.arange(kl.shape[1]), w_neu)
         kl_mean = [kl[g, neu].mean() for g in range(len(fail))]
-        if other is not None:
-            o_rep = np.repeat(np.arange(len(oreq)), w_req[oreq])
+        kl_se = [kl[g, neu].std(ddof=1) / np.sqrt(len(neu)) for g in range(len(fail))]
+        copies = np.repeat(np.arange(num_requests), w_req)  # request copies (clusters)
         rates = []
         for fold in folds:
             held, count = 0.0, 0
@@ -103,15 +109,18 @@ def _reference_delta_steer(
                 test = [i for i in rep if fold[request[i]] == k]
                 keys = []
                 for g in range(len(fail)):
-                    ok = kl_mean[g] <= kappa
+                    ok = kl_mean[g] + z * kl_se[g] <= kappa + 1e-12
                     if tolerance is not None and other is not None:
-                        o_train = [i for i in o_rep if fold[oreq[i]] != k]
-                        if o_train:
-                            base = np.mean(other[0, o_train])
-                            ok &= np.mean(other[g, o_train]) <= base + tolerance + 1e-9
-                    if ok:
+                        own = [c for c in copies if fold[c] != k and np.any(oreq == c)]
+                        d = [np.sum(other[g, oreq == c] - other[0, oreq == c]) for c in own]
+                        m = [np.sum(oreq == c) for c in own]
+                        if own:
+                            rise = np.sum(d) / np.sum(m)
+                            se = np.sqrt(np.sum((np.array(d) - rise * np.array(m)) ** 2))
+                            ok &= rise + z * se / np.sum(m) <= tolerance + 1e-9
+                    if ok or g == 0:  # staying unsteered is always allowed
                         keys.append((np.mean(fail[g, train]), kl_mean[g], g))
-                best = min(keys)[2] if keys else 0
+                best = min(keys)[2]
                 held += fail[best, test].sum()
                 count += len(test)
             rates.append(held / count)
@@ -119,8 +128,8 @@ def _reference_delta_steer(
 
     out = []
     for w_req, w_neu in zip(weights, nweights, strict=True):
-        rc = arm(fc, kc, oc, w_req, w_neu)
-        re = arm(fe, ke, oe, w_req, w_neu)
+        rc = arm(fc, kc, oc, w_req, w_neu, z_controls)
+        re = arm(fe, ke, oe, w_req, w_neu, z_emotion)
         out.append(rc - re)
     return np.array(out)
 
@@ -156,11 +165,25 @@ def test_delta_steer_equals_reference_loop(tolerance):
     ones = (np.ones((1, u), int), np.ones((1, 4), int))
     w_all = np.vstack([ones[0], weights])
     nw_all = np.vstack([ones[1], nweights])
-    ref = _reference_delta_steer(
-        fc, fe, kc, ke, request, 0.15, u, w_all, nw_all, 3, 2, 5, oc, oe, oreq, tolerance
-    )
+    args = (fc, fe, kc, ke, request, 0.15, u, w_all, nw_all, 3, 2, 5, oc, oe, oreq, tolerance)
+    ref = _reference_delta_steer(*args)
     assert out["estimate"] == pytest.approx(ref[0], abs=1e-12)
     np.testing.assert_allclose(out["samples"], ref[1:], atol=1e-12)
+    # The bounds: controls not confirmed infeasible (−z) vs emotion confirmed feasible (+z),
+    # and the mirror image, with the standard errors of the copies.
+    z = incremental.FEASIBILITY_Z
+    for key, zc, ze in (("low", -z, z), ("high", z, -z)):
+        bound = _reference_delta_steer(*args, z_controls=zc, z_emotion=ze)
+        assert out[key]["estimate"] == pytest.approx(bound[0], abs=1e-12)
+        np.testing.assert_allclose(out[key]["samples"], bound[1:], atol=1e-12)
+    assert out["feasibility_z"] == z > 0
+    lo, hi = stats.centred_interval(out["estimate"], out["samples"])
+    assert out["lo"] == pytest.approx(
+        min(lo, stats.centred_interval(out["low"]["estimate"], out["low"]["samples"])[0])
+    )
+    assert out["hi"] == pytest.approx(
+        max(hi, stats.centred_interval(out["high"]["estimate"], out["high"]["samples"])[1])
+    )
     assert out["lo"] <= out["estimate"] <= out["hi"]
     assert out["half_width_hi"] == pytest.approx(out["hi"] - out["estimate"])
     assert out["estimate"] == pytest.approx(out["controls_rate"] - out["emotion_rate"])
@@ -230,6 +253,123 @@ def test_delta_steer_detects_a_planted_advantage():
         num_draws=300,
     )  # fmt: skip
     assert null["estimate"] == 0.0 and null["lo"] <= 0 <= null["hi"]  # identical arms
+
+
+def _edge_arms(seed, tempting_kl, u=300, cues=2, neutral=8, kappa=0.1, tempting=-2.5):
+    """Both arms, exchangeable but for one emotion cell that fails far less, at KL
+    `tempting_kl` (true mean over neutral prompts). Returns the data and the true Δ_steer.
+
+    Cells (logit effect, KL level): unsteered (0, 0) shared by both arms; (-0.3, 0.03),
+    (-0.5, 0.05), (-0.6, 0.07) in both arms with independent outcomes; the controls arm's
+    last cell is useless (+0.5, 0.3), the emotion arm's is the tempting one (`tempting`,
+    `tempting_kl`). Neutral KL is the level times U(0.7, 1.3) per prompt.
+    """
+    rng = np.random.default_rng([seed, 11])
+    effects = np.array([0.0, -0.3, -0.5, -0.6])
+    levels = np.array([0.0, 0.03, 0.05, 0.07])
+    arms = {"controls": (np.r_[effects, 0.5], np.r_[levels, 0.3]),
+            "emotion": (np.r_[effects, tempting], np.r_[levels, tempting_kl])}  # fmt: skip
+    request = np.repeat(np.arange(u), cues)
+    a = rng.normal(0.0, 1.0, u)[request]
+    unsteered = (rng.uniform(size=len(request)) < 1 / (1 + np.exp(-a))).astype(float)
+    out = {"request": request}
+    for name, (b, kl) in arms.items():
+        e = rng.normal(0.0, 0.3, (len(b), u))[:, request]
+        fail = (rng.uniform(size=e.shape) < 1 / (1 + np.exp(-(a + b[:, None] + e)))) * 1.0
+        fail[0] = unsteered
+        out[f"fail_{name}"] = fail
+        out[f"kl_{name}"] = kl[:, None] * rng.uniform(0.7, 1.3, (len(b), neutral))
+    # Population rates E sigmoid(b + N(0, 1 + 0.3²)) by Gauss-Hermite quadrature.
+    x, w = np.polynomial.hermite_e.hermegauss(60)
+    true = lambda b: (1 / (1 + np.exp(-(b + np.sqrt(1.09) * x))) @ w) / w.sum()  # noqa: E731
+    best = {n: min(true(b_) for b_, k in zip(*arms[n], strict=True) if k <= kappa)
+            for n in arms}  # fmt: skip
+    return out, best["controls"] - best["emotion"]
+
+
+def _edge_study(tempting_kl, seeds=60, **kw):
+    """Per seed: truth, estimate, the interval before the fix (the estimate's centred
+    interval) and after it (bounds of undecided feasibility), absolute and relative."""
+    rows = []
+    for seed in range(seeds):
+        d, truth = _edge_arms(seed, tempting_kl, **kw)
+        u = len(np.unique(d["request"]))
+        nw = stats.request_draws(8, 200, seed + 1000)
+        out = incremental.delta_steer(
+            d["fail_controls"], d["fail_emotion"], d["kl_controls"], d["kl_emotion"],
+            d["request"], 0.1, num_requests=u, num_draws=200, neutral_weights=nw,
+            num_splits=2, seed=seed,
+        )  # fmt: skip
+        before = stats.centred_interval(out["estimate"], out["samples"])
+        rel = incremental.relative_interval(out)
+        rows.append((truth, out["estimate"], *before, out["lo"], out["hi"], rel["lo"], rel["hi"]))
+    return np.array(rows).T
+
+
+def test_delta_steer_interval_holds_when_the_best_cell_is_just_outside_the_budget():
+    """The emotion arm's best cell has a true KL 1 % above κ: it is infeasible, so Δ_steer's
+    truth is 0, but its KL estimated on 8 neutral prompts (se ~6 % of κ) falls within κ in
+    about half the seeds and the estimate then jumps by ~0.26. The estimate is biased
+    upwards (by ~+0.11) whatever the interval. Before the fix (the estimate's centred
+    interval) 0 was missed, and "present" read, in ~12 % of the seeds; the fixed interval,
+    holding the undecided cell on both sides, covers 0 as a 95 % interval should."""
+    truth, est, lo0, hi0, lo, hi, rel_lo, rel_hi = _edge_study(0.101, seeds=200)
+    assert np.all(truth == 0.0)
+    assert est.mean() > 0.05 and est.mean() > 5 * est.std() / np.sqrt(len(est))
+    assert np.mean(lo0 > 0) >= 0.1 and np.mean((lo0 <= 0) & (0 <= hi0)) < 0.9  # before
+    assert np.mean((lo <= 0) & (0 <= hi)) >= 0.95  # after: covers the truth ...
+    assert np.mean(lo > 0) <= 0.05  # ... and false "present" <= 5 %
+    assert np.mean((rel_lo <= 0) & (0 <= rel_hi)) >= 0.95  # on the relative scale too
+    assert np.all((lo <= lo0) & (hi >= hi0) & (lo <= est) & (est <= hi))
+
+
+def test_delta_steer_still_finds_a_clearly_feasible_planted_advantage():
+    """The same arms with the emotion arm's good cell well inside the budget (KL 0.05): the
+    truth is ~+0.27, no cell that matters is undecided, and the interval finds and covers
+    it as before."""
+    truth, est, lo0, hi0, lo, hi, rel_lo, rel_hi = _edge_study(0.05, seeds=100)
+    assert np.all(truth > 0.25)
+    assert np.mean(lo > 0) >= 0.95 and np.mean(rel_lo > 0) >= 0.95
+    assert np.mean((lo <= truth) & (truth <= hi)) >= 0.9
+    assert abs(np.mean(est - truth)) < 0.02
+    assert np.mean(hi - lo) < 1.1 * np.mean(hi0 - lo0)  # hardly wider
+
+
+def test_failure_rate_upper_bound_holds_at_the_floor():
+    """A 2 % failure rate over 240 requests of 2-8 correlated prompts (the calibration's latent
+    model): the centred bootstrap's upper bound alone falls below the truth in ~8 % of
+    samples (nominal 2.5 %); with the Wilson bound at the effective number of prompts in
+    <= 5 %. At 0.1 % the bound still falls under a 2 % floor in most samples (the floor
+    test keeps its power)."""
+    lat = calibration.Latents()
+    below = {"bootstrap": [], "fixed": []}
+    under_floor = []
+    for seed in range(200):
+        rng = np.random.default_rng([seed, 5])
+        req = calibration.draw_requests(rng, 240, (2, 8), lat)
+        weights = stats.request_draws(240, 200, seed)
+        n = np.bincount(req.request, minlength=240).astype(float)
+        for rate in (0.02, 0.001):
+            data = calibration.unsteered(rng, req, lat, lat.base_logit(rate, 0.7), 0.7)
+            fails = np.bincount(req.request, data["failure"], 240)
+            out = incremental.failure_rate_interval(fails, n, weights)
+            assert out["lo"] <= out["estimate"] <= out["hi"]
+            assert n.sum() ** 2 / (n**2).sum() <= out["effective_n"] <= n.sum()
+            if rate == 0.02:
+                boot = stats.centred_interval(out["estimate"], out["samples"])[1]
+                below["bootstrap"].append(boot < rate)
+                below["fixed"].append(out["hi"] < rate)
+            else:
+                under_floor.append(out["hi"] < 0.02)
+    assert np.mean(below["fixed"]) <= 0.05 < np.mean(below["bootstrap"])
+    assert np.mean(under_floor) >= 0.8
+    # Independent prompts and no failure: the textbook Wilson bound z² / (n + z²).
+    none = incremental.failure_rate_interval(np.zeros(100), np.ones(100), np.ones((5, 100)))
+    assert none["estimate"] == 0.0 and none["effective_n"] == 100
+    assert none["hi"] == pytest.approx(1.96**2 / (100 + 1.96**2), rel=1e-3)
+    # No failure among clustered prompts: every request counts as one trial.
+    clustered = incremental.failure_rate_interval(np.zeros(50), np.full(50, 4.0), np.ones((5, 50)))
+    assert clustered["effective_n"] == pytest.approx(50)
 
 
 def test_tolerance_excludes_a_cell_that_wins_by_raising_the_other_type():

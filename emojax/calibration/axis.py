@@ -7,7 +7,8 @@ Mn neutral prompts.
 At every point and for each failure type (as `emojax.pipeline.values` does):
 
 * the unsteered pass over all the type's requests gives the failure rate (prompts, each
-  request weighted by its multiplicity in a draw; centred interval) and Δ_mon's data;
+  request weighted by its multiplicity in a draw; the centred bootstrap interval widened to
+  the Wilson interval at the effective number of prompts) and Δ_mon's data;
 * Δ_mon: `emojax.calibration.monitor.delta_mon_numpy` when at least `min_failures` requests
   have a failing prompt and as many a non-failing one; relative scale ΔAUROC / (1 − AUROC
   controls) draw by draw (`emojax.metrics.scales.on_scale`);
@@ -16,9 +17,10 @@ At every point and for each failure type (as `emojax.pipeline.values` does):
   cue variant steered, weights stratum population / stratum sample (recomputed in every draw
   from its multiplicities, as `emojax.pipeline.stratify.stratum_weights`); the real
   `emojax.metrics.incremental.delta_steer` (cross-fitted, cluster bootstrap, neutral prompts
-  resampled, the other type's steered prompts bounding the choice by `tolerance`) when at
-  least `min_failures` steered requests fail; relative scale Δ_steer / unsteered rate draw
-  by draw;
+  resampled, the other type's steered prompts bounding the choice by `tolerance`, the
+  interval widened to the bounds of undecided feasibility) when at least `min_failures`
+  steered requests fail; relative scale Δ_steer / unsteered rate draw by draw, bounds
+  included (`emojax.metrics.incremental.relative_interval`);
 * estimability in each draw: the same counts over the requests present in the draw.
 
 One matrix of request draws serves every Δ, type and point (paired), as in a run.
@@ -79,13 +81,12 @@ def _missing(num_draws: int) -> dict[str, Any]:
 
 
 def failure_rate(failure: np.ndarray, request: np.ndarray, weights: np.ndarray) -> dict:
-    """The unsteered failure rate over prompts, its draws [R] and centred interval."""
+    """The unsteered failure rate over prompts, its draws [R] and interval: the pipeline's
+    (`emojax.pipeline.values.failure_rates`), `incremental.failure_rate_interval`."""
     fails = np.bincount(request, failure, weights.shape[1])
     n = np.bincount(request, minlength=weights.shape[1]).astype(np.float64)
-    est = float(fails.sum() / n.sum())
-    samples = (weights @ fails) / (weights @ n)
-    lo, hi = stats.centred_interval(est, samples)
-    return {"estimate": est, "lo": float(lo), "hi": float(hi), "samples": samples}
+    rate = incremental.failure_rate_interval(fails, n, weights)
+    return {k: rate[k] for k in ("estimate", "lo", "hi", "samples")}
 
 
 def monitoring(data: dict, request: np.ndarray, weights: np.ndarray, regime: Regime, seed: int):
@@ -156,8 +157,7 @@ def steering(
         zero_controls=zero_c, zero_emotion=zero_e, tolerance=regime.tolerance,
         request_weights=mine["full"] + other["full"],
     )  # fmt: skip
-    rel = scales.on_scale(d["estimate"], d["samples"], d["unsteered_rate"],
-                          d["unsteered_samples"])  # fmt: skip
+    rel = incremental.relative_interval(d)
     ok_draws = _present(mine["failing"], draw) >= regime.min_failures
     return {"estimable": True, "absolute": d, "relative": rel, "estimable_draws": ok_draws}
 

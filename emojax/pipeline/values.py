@@ -12,8 +12,8 @@ import os
 import numpy as np
 
 from emojax import breakpoint as bp
-from emojax import probes, results, stats, sweep, vectors
-from emojax.metrics import scales
+from emojax import probes, results, sweep, vectors
+from emojax.metrics import incremental, scales
 from emojax.pipeline.evalset import FAILURE_TYPES, TYPE_KINDS, Draws, EvalSet
 from emojax.pipeline.examples import chosen_cell
 from emojax.pipeline.progress import stage
@@ -96,6 +96,11 @@ def random_directions(num: int, width: int, seed: int) -> np.ndarray:
 def failure_rates(behaviour: dict, evalset: EvalSet, draws: Draws) -> dict:
     """Per failure type: the unsteered failure rate over prompts, its draws and interval.
 
+    The interval (`emojax.metrics.incremental.failure_rate_interval`) is the centred bootstrap
+    interval widened to the Wilson score interval at the effective number of prompts where
+    that is wider: near 0 the bootstrap's upper bound alone falls below the truth too often,
+    and the floor test (`failures eliminated`) reads that bound.
+
     Returns:
       type -> {"estimate", "lo", "hi", "samples" [R]} (rates over the type's prompts, each
       request weighted by its multiplicity in the draw).
@@ -107,11 +112,8 @@ def failure_rates(behaviour: dict, evalset: EvalSet, draws: Draws) -> dict:
         req = evalset.request[sel]
         fails = np.bincount(req, np.asarray(behaviour[t])[sel], evalset.num_requests)
         n = np.bincount(req, minlength=evalset.num_requests).astype(np.float64)
-        est = float(fails.sum() / max(n.sum(), 1.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            samples = (draws.weights @ fails) / (draws.weights @ n)
-        lo, hi = stats.centred_interval(est, samples)
-        out[t] = {"estimate": est, "lo": float(lo), "hi": float(hi), "samples": samples}
+        rate = incremental.failure_rate_interval(fails, n, draws.weights)
+        out[t] = {k: rate[k] for k in ("estimate", "lo", "hi", "samples")}
     return out
 
 
