@@ -34,6 +34,11 @@ pipeline's behaviour pass sits above this package).
   failures far per unit of neutral KL is what makes a steering arm win; the refusal-score
   gradient does not work on the zoo, whose harmful-compliance failures are decided at the
   second response token (a take-back of a compliant start), not the first.
+
+What these directions can plant is bounded by the host. On the zoo (2 or 4 layers) neither kind
+reaches the configs' relative margin of 0.2 in truth: the probe site's whole residual adds at
+most ~0.03 AUROC beyond the controls, and a residual direction acts on both failure types at
+once, so the other type's tolerance binds (notes/validation/README.md, measured).
 """
 
 from __future__ import annotations
