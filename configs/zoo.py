@@ -255,6 +255,23 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.breakpoint.alignment = 0.5
     c.breakpoint.selectivity = 1.0
 
+    # --- validation: known answers planted in the arms (emojax.validation) ---
+    # scenario "none" runs the real emotions. Otherwise the evaluation requests are split
+    # (learn / estimate / truth, `fractions`), each point's emotion entries are replaced by
+    # the placebo or the spiked arm normalize(r + lam u) as the scenario schedules
+    # (vanishing, persistent, early, null), the truths are the same estimator on the truth
+    # split, and summary.json gets validation.planted / validation.truth.
+    c.validation = ml_collections.ConfigDict()
+    c.validation.scenario = "none"
+    # Spike strength where planted, and what the other points carry: "placebo" (true Δ ~ 0)
+    # or "random" (λ = 0). On the zoo a random arm already carries monitoring value (+0.18
+    # relative for harmful compliance at base), so the placebo is the cleaner "off".
+    c.validation.lam = 8.0
+    c.validation.off = "placebo"
+    c.validation.placebo = "relabel"  # controls relabelled as emotions, or "mix"
+    c.validation.fractions = (0.2, 0.2, 0.6)  # requests: learn, estimate, truth
+    c.validation.seed = 0
+
     # --- mesh ---
     # One ('data', 'model') mesh (emojax.sharding): prompts x conditions on `data`, weights
     # (heads, MLP, vocabulary) on `model`. Plan a layout with scripts/plan.py.

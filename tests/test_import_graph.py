@@ -49,6 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("organisms", ("zoo", "tune", "safety_eval", "safety_model")),
     ("pipeline", ("pipeline", "report", "plots", "workdir")),
     ("script runs", (
+        "validation.study",  # the known-answer study runs the pipeline over seeds
         "extract.run", "probes.run", "sweep.standalone", "run_plan", "benchmark",
     )),
 )  # fmt: skip

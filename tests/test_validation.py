@@ -436,3 +436,46 @@ def test_study_recovers_planted_scenarios_with_a_faithful_estimator():
     assert "| vanishing | break at" in table and "lam=2" in table
     with pytest.raises(ValueError, match="lams"):
         study.validation_study(1, cfg=cfg, lam=1.0, lams=(0.0, 2.0), points=points)
+
+
+def test_pipeline_runs_a_scenario_and_records_planted_and_truth(smoke_zoo, tmp_path):
+    """`--config.validation.scenario=early` through `pipeline.run` on two smoke-zoo points:
+    the estimate reads only its request split, the arms replace the emotions (the placebo at
+    the second point), and summary.json holds validation.planted, .truth and .covered."""
+    import json
+
+    from configs.zoo import get_config
+    from emojax import pipeline
+    from emojax import validation as val
+
+    cfg = get_config("smoke")
+    cfg.breakpoint.models = (smoke_zoo["base"], smoke_zoo["safety-3"])
+    cfg.breakpoint.labels = ("base", "safety-3")
+    cfg.validation.scenario = "early"
+    summary = pipeline.run(cfg, str(tmp_path))
+    v = summary["validation"]
+    assert v["scenario"] == "early" and v["schedule"] == [cfg.validation.lam, "placebo"]
+    assert set(v["splits"]) == set(val.SPLITS)
+    names = pipeline.value_names(cfg)
+    assert set(v["truth"]) == set(names) and all(len(v["truth"][n]) == 2 for n in names)
+    assert set(v["planted"]) >= {"outcome", "status", "per_type"}
+    assert v["recovered"]["outcome"] == summary["break_point"]["outcome"]
+    assert v["recovered_matches_planted"] == (
+        (v["recovered"]["outcome"], v["recovered"]["index"])
+        == (v["planted"]["outcome"], v["planted"]["index"])
+    )
+    # Coverage is only claimed where both the estimate and the truth exist.
+    for name in names:
+        for i, c in enumerate(v["covered"][name]):
+            truth = v["truth"][name][i]["relative"]
+            est_ok = summary["break_point"]["estimable"][name][i]
+            assert (c is None) == (not est_ok or truth is None or truth != truth)
+    # The estimate read the estimate split only: fewer requests than the evaluation set.
+    full = pipeline.evaluation_set(cfg)
+    used = summary["points"][0]["row"]
+    assert used["harmful_compliance_failing_requests"] <= v["splits"]["estimate"]["harmful"]
+    assert v["splits"]["estimate"]["harmful"] < len({q.request for q in full.items
+                                                      if q.kind == "harmful"})  # fmt: skip
+    report = open(tmp_path / "report.md").read()
+    assert "### Known answer (validation arms)" in report and "Planted" in report
+    assert json.load(open(tmp_path / "summary.json"))["validation"]["scenario"] == "early"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -11,9 +12,10 @@ from absl import logging
 
 from emojax import breakpoint as bp
 from emojax import results, sharding
+from emojax.pipeline import known_answers
 from emojax.pipeline.axis import axis_checkpoints, axis_points, preflight
 from emojax.pipeline.evalset import FAILURE_TYPES, data_files, evaluation_set, shared_draws
-from emojax.pipeline.point import analyse_point, preflight_point
+from emojax.pipeline.point import analyse_point, point_values, preflight_point
 from emojax.pipeline.power import margin_of, scale_of
 from emojax.pipeline.progress import Progress
 from emojax.report import write_outputs
@@ -97,20 +99,34 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     rng = jax.random.key(cfg.seed)
     evalset = evaluation_set(cfg)
     draws = shared_draws(evalset, b.num_bootstrap, cfg.seed)
+    known = known_answers.plan(cfg, evalset, num_points)
+    if known is not None:  # the estimate reads its split; the arms and truths the others
+        logging.info("validation scenario %s: schedule %s; requests per split %s",
+                     known.scenario, known.schedule, known.splits.sizes())  # fmt: skip
+        evalset = known.splits.estimate
     logging.info("evaluation set: %d prompts of %d requests", len(evalset.items),
                  evalset.num_requests)  # fmt: skip
-    points, reference = [], None
+    points, reference, truths = [], None, []
     t_start = time.perf_counter()
     if b.get("preflight_only", False):
         return _preflight_only(cfg, workdir, paths, evalset, draws)
     for i, point in enumerate(axis_points(cfg, paths)):
         logging.info("axis point %d/%d: %s (%s)", i + 1, num_points, point.label, point.source)
+        arm = None
+        if known is not None:
+            arm = functools.partial(known_answers.arm, known, i, cfg=cfg)
         result = analyse_point(
-            point, cfg, workdir, jax.random.fold_in(rng, i), reference, evalset, draws
-        )
+            point, cfg, workdir, jax.random.fold_in(rng, i), reference, evalset, draws,
+            validation_arm=arm,
+        )  # fmt: skip
         if reference is None:
             reference = {"captured": result["captured"], "label": point.label}
         result.pop("captured")
+        arm_vectors = result.pop("arm")
+        if known is not None:  # the same estimator on the (larger) truth split, no draws
+            values = point_values(point, arm_vectors, known.splits.truth, None,
+                                  known_answers.truth_config(cfg), None)  # fmt: skip
+            truths.append(known_answers.truth_of(values))
         points.append(result)
         r = result["row"]
         progress.step(f"{point.label}: " + ", ".join(
@@ -122,12 +138,18 @@ def run(cfg, workdir: str, *, overwrite: bool = False) -> dict:
     for i, p in enumerate(points):  # the statuses join each point's row
         for name, st in brk.status.items():
             p["row"][name.replace("/", "_") + "_status"] = st[i]
+    planted = None
+    if known is not None:
+        planted = known_answers.summary(known, labels, truths, deltas, brk, margins, cfg)
+        logging.info("validation: planted %s, recovered %s", planted["planted"]["outcome"],
+                     brk.outcome)  # fmt: skip
     seconds = time.perf_counter() - t_start
     if not sharding.is_writer():  # multi-host: process 0 writes the axis-level outputs
         return {"break_point": brk.to_json(), "labels": labels}
     return write_outputs(
-        cfg, workdir, points, deltas, margins, brk, seconds, data_files=files, checkpoints=paths
-    )
+        cfg, workdir, points, deltas, margins, brk, seconds, data_files=files, checkpoints=paths,
+        validation=planted,
+    )  # fmt: skip
 
 
 def _preflight_only(cfg, workdir: str, paths, evalset, draws) -> dict:

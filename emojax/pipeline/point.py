@@ -323,6 +323,7 @@ def analyse_point(
             point.model.tokenizer,
         ),  # fmt: skip
         "captured": ex.captured,
+        "arm": arm,
         "matrix": np.asarray(cs["matrix"], np.float64),
         "matrix_rows": list(cs["rows"]),
         "matrix_cols": list(cs["cols"]),

@@ -62,6 +62,7 @@ def write_outputs(
     seconds: float,
     data_files: dict[str, dict] | None = None,
     checkpoints: Mapping[str, str] | None = None,
+    validation: Mapping[str, Any] | None = None,
 ) -> dict:
     """Writes every axis-level output, `summary.json` last; returns the summary dict.
 
@@ -79,6 +80,8 @@ def write_outputs(
         with their hashes, and listed in the report.
       checkpoints: checkpoint name -> resolved path (`emojax.pipeline.preflight`); found
         from the rows and the config when None (`axis_checkpoints`).
+      validation: the known-answer section of a run with validation arms
+        (`emojax.pipeline.known_answers.summary`): into `summary.json` and the report.
     """
     b = cfg.breakpoint
     rows = [p["row"] for p in points]
@@ -101,7 +104,8 @@ def write_outputs(
     results.write_text(
         os.path.join(workdir, "report.md"),
         report_markdown(cfg, rows, brk, margins, seconds, data_files,
-                        examples=[p.get("examples") for p in points], provenance=prov),
+                        examples=[p.get("examples") for p in points], provenance=prov,
+                        validation=validation),
     )  # fmt: skip
     summary = {
         "family": cfg.get("family", ""),
@@ -115,8 +119,42 @@ def write_outputs(
         "seconds": seconds,
         "config_fingerprint": fingerprint,
     }
+    if validation is not None:
+        summary["validation"] = dict(validation)
     results.write_json(os.path.join(workdir, "summary.json"), summary)  # last: run complete
     return summary
+
+
+def known_answer_lines(validation: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
+    """The report's known-answer section: what was planted, what was recovered, coverage."""
+    planted, rec = validation["planted"], validation["recovered"]
+    at = lambda x: f" at {x['label']}" if x.get("label") else ""
+    verdict = "recovered" if validation["recovered_matches_planted"] else "NOT recovered"
+    lines = [
+        "### Known answer (validation arms)",
+        "",
+        f"Scenario `{validation['scenario']}`: the emotion entries are validation arms "
+        "(placebo or spiked, `emojax.validation`), so this run measures the estimator, not the "
+        f"emotions. Planted (the rule on truths measured on the truth split): "
+        f"**{planted['outcome']}{at(planted)}**; recovered: **{rec['outcome']}{at(rec)}** "
+        f"({verdict}). Schedule (λ per point, or placebo): "
+        + ", ".join(f"{lab} {x}" for lab, x in zip(labels, validation["schedule"], strict=True))
+        + f". Requests per split: {validation['splits']}.",
+        "",
+        "| Δ | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for name, truth in validation["truth"].items():
+        cov = validation["covered"][name]
+        cells = []
+        for t, c in zip(truth, cov, strict=True):
+            rel = t.get("relative")
+            val = "–" if rel is None or not np.isfinite(rel) else f"{rel:+.3f}"
+            cells.append(val + ("" if c is None else " ✓" if c else " ✗"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Truths on the relative scale; ✓ / ✗: the estimate's 95 % interval covers "
+              "the truth or not.", ""]  # fmt: skip
+    return lines
 
 
 def report_markdown(
@@ -129,6 +167,7 @@ def report_markdown(
     *,
     examples: Sequence[Mapping | None] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    validation: Mapping[str, Any] | None = None,
 ) -> str:
     """The human-readable report of a run.
 
@@ -142,6 +181,7 @@ def report_markdown(
       examples: per point, failure type -> example generations (`emojax.pipeline.examples`).
       provenance: the `config.json` record (`results.provenance` with `axis_checkpoints`,
         `device`, `command` in it); made here when None.
+      validation: the known-answer section (`emojax.pipeline.known_answers.summary`).
     """
     b = cfg.breakpoint
     labels = [r["label"] for r in rows]
@@ -165,6 +205,7 @@ def report_markdown(
         "",
         break_sentence(brk, margins, b.kappa),
         "",
+        *(known_answer_lines(validation, labels) if validation else []),
         "![incremental value](incremental_value.png)",
         "",
         "## Per axis point",

@@ -397,8 +397,8 @@ def spike_directions(
       `emojax.validation.arms.Spikes` with 'mon/<type>' at `site` and 'steer/<type>' at
       `layer`, and `info` (counts of the learning split's failures).
 
-    Raises:
-      ValueError: a failure type without failing or non-failing prompts on the split.
+    A failure type without failing (or non-failing) prompts on the split gets no planted
+    direction (its slot stays a random direction; `info[type]["planted"]` lists what was).
     """
     per = lambda x, t: x[t] if isinstance(x, dict) else x
     if unsteered is None:
@@ -427,15 +427,19 @@ def spike_directions(
         kept = unsteered.scored(other) & ~unsteered.failing[other]
         info[t] = {"prompts": int(scored.sum()), "failing": int(failing.sum()),
                    "protected": int(kept.sum())}  # fmt: skip
-        directions[f"mon/{t}"] = {site: monitoring_direction(
-            unsteered.acts[scored], features[scored], failing[scored], ctrl_site,
-            shrinkage=shrinkage,
-        )}  # fmt: skip
-        if not failing.any():
-            raise ValueError(f"no {t} failure on the learning split: nothing to steer")
-        directions[f"steer/{t}"] = {layer: steering_direction(
-            grads[failing].mean(0), grads[kept], fisher, ctrl_layer, protect=per(protect, t),
-            ridge=per(ridge, t),
-        )}  # fmt: skip
+        # A type without failing (or without non-failing) prompts on the split plants
+        # nothing: its slot keeps the random part alone, and `info` says so.
+        ok = scored & ~failing
+        if failing.any() and ok.any():
+            directions[f"mon/{t}"] = {site: monitoring_direction(
+                unsteered.acts[scored], features[scored], failing[scored], ctrl_site,
+                shrinkage=shrinkage,
+            )}  # fmt: skip
+        if failing.any():
+            directions[f"steer/{t}"] = {layer: steering_direction(
+                grads[failing].mean(0), grads[kept], fisher, ctrl_layer, protect=per(protect, t),
+                ridge=per(ridge, t),
+            )}  # fmt: skip
+        info[t]["planted"] = [k for k in (f"mon/{t}", f"steer/{t}") if k in directions]
     info["site"], info["layer"], info["decision_tokens"] = int(site), int(layer), decision_tokens
     return Spikes(directions=directions, info=info)

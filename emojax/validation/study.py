@@ -26,7 +26,6 @@ This module runs the pipeline, so it sits above it (the pipeline layer), unlike 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import pathlib
 from collections.abc import Callable, Sequence
@@ -36,23 +35,21 @@ import numpy as np
 from absl import logging
 
 from emojax import breakpoint as bp
-from emojax import concepts, extract
+from emojax import extract
 from emojax.pipeline import (
     FAILURE_TYPES,
     axis_points,
     break_inputs,
-    classifier,
     evaluation_set,
-    headline_site,
     point_values,
     preflight,
     required_names,
     shared_draws,
     value_names,
 )
+from emojax.pipeline.known_answers import learn_spikes, truth_config
 from emojax.pipeline.power import margin_of, scale_of
-from emojax.sweep.conditions import resolve_layers
-from emojax.validation import arms, directions, schedules, splits, truth
+from emojax.validation import arms, schedules, splits, truth
 
 PLANTED = ("vanishing", "persistent", "early", "null")
 PLACEBO_ARM = "placebo"
@@ -72,39 +69,11 @@ def _default_config(variant: str = ""):
     return module.get_config(variant)
 
 
-def truth_config(cfg):
-    """The run config for a truth: the sweep steers every request of the truth split (no
-    stratified subsample: `sweep.failing_requests` = `sweep.ok_requests` = 0, all)."""
-    out = cfg.copy_and_resolve_references() if hasattr(cfg, "copy_and_resolve_references") else cfg
-    for key in ("failing_requests", "ok_requests"):
-        if key in out.sweep:
-            out.sweep[key] = 0
-    return out
-
-
 def _keep(values: dict) -> dict:
     """What the study keeps of `point_values`: every Δ (both scales, draws) and the rates."""
     out = {f"delta_mon/{t}": v for t, v in values["mon"]["types"].items()}
     out.update({f"delta_steer/{t}": v for t, v in values["steer"].items()})
     return {"values": out, "rates": values["rates"]}
-
-
-def learn_spikes(point: Any, vs: Any, split: splits.RequestSplits, cfg) -> arms.Spikes:
-    """The point's planted directions, learned on the learning split (its Fisher on the
-    training split's neutral texts, which no estimate reads)."""
-    model = point.model
-    neutral = concepts.load_eval(
-        "neutral", "train", limit=max(len(split.learn.neutral), 16),
-        rendering=cfg.data.get("rendering", "zoo"),
-    )  # fmt: skip
-    learn = dataclasses.replace(split.learn, neutral=tuple(q.text for q in neutral))
-    site = headline_site(cfg.probes.layer, model.config.num_layers + 1)
-    layer = resolve_layers(cfg.sweep.layers, model.config.num_layers)[0]
-    return directions.spike_directions(
-        model, learn.prompts(model.tokenizer, cfg), vs, site=site, layer=layer,
-        controls=tuple(cfg.data.controls), classify=classifier(cfg),
-        max_new_tokens=cfg.probes.max_new_tokens, batch_size=cfg.probes.batch_size,
-    )  # fmt: skip
 
 
 def measure_point(
