@@ -311,13 +311,15 @@ def test_typo_in_the_second_axis_checkpoint_fails_before_any_work(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # config errors of every script, at flag parsing
 
-CONFIG_SCRIPTS = ("breakpoint", "build_zoo", "extract_vectors", "plan", "probes", "sweep")
+CONFIG_SCRIPTS = (
+    "breakpoint", "build_zoo", "calibrate", "extract_vectors", "plan", "probes", "sweep",
+)  # fmt: skip
 # Scripts without a config file: (a mistyped flag, a flag of the wrong type).
 OWN_FLAGS = {
     "bench": ("--num_prompt=8", "--reps=abc"),
+    "bench_finetune": ("--batches=3", "--batch=abc"),
     "bench_forward": ("--iter=3", "--iters=abc"),
     "bench_gguf": ("--repeat=3", "--batch=abc"),
-    "calibrate": ("--seed=3", "--seeds=abc"),
     "refusal_responses": ("--limits=3", "--limit=abc"),
     "tune_safety": ("--step=3", "--steps=abc"),
 }

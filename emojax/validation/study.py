@@ -211,12 +211,12 @@ def validation_study(
     num_seeds: int = 20,
     *,
     cfg=None,
-    lam: float = 2.0,
-    lams: Sequence[float] = (0.0, 0.5, 1.0, 2.0),
+    lam: float | None = None,
+    lams: Sequence[float] | None = None,
     scenarios: Sequence[str] = PLANTED,
-    fractions: Sequence[float] = splits.DEFAULT_FRACTIONS,
-    off: str = "random",
-    placebo: str = "relabel",
+    fractions: Sequence[float] | None = None,
+    off: str | None = None,
+    placebo: str | None = None,
     first_seed: int = 0,
     measure: Callable[..., dict] = point_values,
     spikes_of: Callable[..., arms.Spikes] = learn_spikes,
@@ -228,13 +228,14 @@ def validation_study(
     Args:
       num_seeds: seeds (each: a request split, the arms' random parts, the draws).
       cfg: the run config (default: the repository's configs/zoo.py, the zoo host).
-      lam: the scenarios' spike strength (must be in `lams`).
+      lam: the scenarios' spike strength (must be in `lams`); None: `cfg.validation.lam`.
       lams: the λ grid measured at every point (Δ against λ); 0 must be in it when `off` is
-        'random'.
+        'random'; None: (0, lam) with a random off, (lam,) with a placebo off.
       scenarios: the planted scenarios (`schedules.SCENARIOS` but 'none').
-      fractions: learn / estimate / truth shares of the requests.
-      off: what points without the spike carry ('random': λ = 0, or 'placebo').
-      placebo: the placebo's mode.
+      fractions: learn / estimate / truth shares of the requests (None: the config's).
+      off: what points without the spike carry ('random': λ = 0, or 'placebo'; None: the
+        config's).
+      placebo: the placebo's mode (None: the config's).
       first_seed: seeds are first_seed .. first_seed + num_seeds - 1.
       measure: the estimator (default `point_values`; tests pass a stand-in).
       spikes_of: how a point's planted directions are learned (default `learn_spikes`).
@@ -248,7 +249,14 @@ def validation_study(
       settings}.
     """
     cfg = _default_config() if cfg is None else cfg
-    b = cfg.breakpoint
+    b, v = cfg.breakpoint, cfg.validation
+    # Unset study settings are the config's `validation` section (what a run plants).
+    lam = float(v.lam if lam is None else lam)
+    off = str(v.off if off is None else off)
+    placebo = str(v.placebo if placebo is None else placebo)
+    fractions = tuple(v.fractions if fractions is None else fractions)
+    if lams is None:
+        lams = (0.0, lam) if off == "random" else (lam,)
     if lam not in lams or (off == "random" and 0.0 not in lams):
         raise ValueError(f"lams={tuple(lams)} must hold lam={lam} (and 0 when off='random')")
     entries = [*map(float, lams), None]
