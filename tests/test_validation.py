@@ -420,8 +420,8 @@ def test_study_recovers_planted_scenarios_with_a_faithful_estimator():
     points = [type("Point", (), {"label": label, "model": None})() for label in labels]
     vs = _vector_set()
     result = study.validation_study(
-        2, cfg=cfg, lams=(0.0, 2.0), points=points, vector_sets=[vs] * len(points),
-        measure=_stand_in, spikes_of=lambda *a: _spikes(vs),
+        2, cfg=cfg, lam=2.0, lams=(0.0, 2.0), off="random", points=points,
+        vector_sets=[vs] * len(points), measure=_stand_in, spikes_of=lambda *a: _spikes(vs),
     )  # fmt: skip
     for scenario, r in result["scenarios"].items():
         outcome, index = schedules.expected_outcome(scenario, len(labels))
@@ -435,7 +435,8 @@ def test_study_recovers_planted_scenarios_with_a_faithful_estimator():
     table = study.markdown_table(result)
     assert "| vanishing | break at" in table and "lam=2" in table
     with pytest.raises(ValueError, match="lams"):
-        study.validation_study(1, cfg=cfg, lam=1.0, lams=(0.0, 2.0), points=points)
+        study.validation_study(1, cfg=cfg, lam=1.0, lams=(0.0, 2.0), off="random",
+                               points=points)  # fmt: skip
 
 
 def test_pipeline_runs_a_scenario_and_records_planted_and_truth(smoke_zoo, tmp_path):
