@@ -296,6 +296,26 @@ def grouped_folds(num_requests: int, num_folds: int, seed: int | Sequence[int]) 
     return rng.permutation(np.arange(num_requests) % num_folds)
 
 
+def stratum_weights(multiplicity: Any, population: Any, sample: Any) -> np.ndarray:
+    """[..., U] request weights of one stratum of a stratified sample, reweighted to its
+    population: ``m_u · Σ_pop m / Σ_sample m`` on the sample's requests, 0 elsewhere.
+
+    Args:
+      multiplicity: [..., U] request multiplicities (ones for the full data, a draw's counts).
+      population: [U] bool, the stratum's requests in the population.
+      sample: [U] bool, the stratum's requests that were sampled (steered).
+
+    Returns:
+      [..., U] float64 weights; a draw that holds none of the sample gets 0 everywhere.
+    """
+    m = np.asarray(multiplicity, np.float64)
+    pop = (m * np.asarray(population, bool)).sum(-1, keepdims=True)
+    smp = (m * np.asarray(sample, bool)).sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(smp > 0, pop / smp, 0.0)
+    return np.where(sample, m * scale, 0.0)
+
+
 def centred_interval(
     estimate: Any, samples: Any, level: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:

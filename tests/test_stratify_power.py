@@ -10,7 +10,8 @@ from emojax import concepts, stats
 from emojax.metrics import incremental, power
 from emojax.pipeline import power as pipeline_power
 from emojax.pipeline.evalset import EvalSet
-from emojax.pipeline.stratify import steered_sample, stratum_weights
+from emojax.pipeline.stratify import steered_sample
+from emojax.stats import stratum_weights
 
 
 def _evalset(num_harmful=40, num_benign=30, cues=("none", "concern")):

@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from emojax.pipeline.evalset import FAILURE_TYPES, TYPE_KINDS, EvalSet
+from emojax.stats import stratum_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,16 +71,6 @@ def request_outcomes(
         failing[t] = np.zeros(evalset.num_requests, bool)
         failing[t][evalset.request[sel & (np.asarray(labels[t]) > 0.5)]] = True
     return present, failing
-
-
-def stratum_weights(multiplicity: np.ndarray, population: np.ndarray, sample: np.ndarray):
-    """[..., U] weights of one stratum: m_u x Σ_pop m / Σ_sample m on the sample, else 0."""
-    m = np.asarray(multiplicity, np.float64)
-    pop = (m * population).sum(-1, keepdims=True)
-    smp = (m * sample).sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(smp > 0, pop / smp, 0.0)
-    return np.where(sample, m * scale, 0.0)
 
 
 def steered_sample(
