@@ -7,8 +7,12 @@ study, the README's tables).
   missing-data scenarios): intervals cover the truth, no false "present" under the null, the
   planted value found, no false break, and a deliberately broken rule (a not-estimable Δ
   counted as vanished) caught making false breaks on the missing-data axes.
+* Δ_steer where better cells sit just outside the constraints (the vanishing scenario's last
+  points): the interval with the bounds of undecided feasibility covers the truth 0, the
+  estimate's own interval did not.
 """
 
+import functools
 import importlib.util
 import json
 import pathlib
@@ -21,6 +25,7 @@ from absl import flags
 from emojax import calibration as cal
 from emojax import workdir
 from emojax.calibration import axis, grids, world
+from emojax.metrics import incremental
 from emojax.pipeline import stratify
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,6 +135,28 @@ def test_the_rule_as_shipped_is_calibrated_and_the_study_sees_a_broken_rule():
     assert "| missing | insufficient data |" in table and "| delta_mon/over_refusal | 0 |" in table
     assert set(res["null_by_scenario"]) == {"null"} and "| null | 0 % (" in table
     json.dumps(res)
+
+
+def test_steering_at_the_edge_of_the_constraints_covers_its_truth(monkeypatch):
+    """The vanishing scenario's points 3-4: Δ_steer's truth is 0, but the emotion arm has
+    cells much better than its best feasible one just outside the tolerance or κ. With the
+    interval of the estimate alone (`feasibility_z=0`, the rule before the fix) a third of
+    those cases read "present"; with the bounds of undecided feasibility none does."""
+    chosen = [s for s in cal.SCENARIOS if s.name == "vanishing"]
+    shipped = {"shipped": cal.RULES["shipped"]}
+
+    def steer_null(res):
+        rows = res["null_by_scenario"]["vanishing"]
+        return [rows[f"delta_steer/{t}"] for t in grids.TYPES]
+
+    fixed = steer_null(cal.run_calibration(4, quick=True, scenarios=chosen, rules=shipped))
+    assert sum(r["cases"] for r in fixed) >= 12
+    assert all(r["present"] == 0.0 and r["coverage_relative"] == 1.0 for r in fixed)
+    plain = functools.partial(incremental.delta_steer, feasibility_z=0.0)
+    monkeypatch.setattr(axis.incremental, "delta_steer", plain)
+    before = steer_null(cal.run_calibration(4, quick=True, scenarios=chosen, rules=shipped))
+    present = sum(r["present"] * r["cases"] for r in before) / sum(r["cases"] for r in before)
+    assert present >= 0.2
 
 
 def test_random_arm_hook_on_exchangeable_grids():
