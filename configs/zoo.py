@@ -169,7 +169,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         if smoke
         else {"harmful": 24, "harmless": 12, "borderline": 12}
     )
-    c.sweep.neutral_prompts = 4 if smoke else 16
+    # Neutral prompts of the KL budget: their count sets how sure a cell's KL is (a cell within
+    # a standard error of κ is "undecided" and widens Δ_steer's interval).
+    c.sweep.neutral_prompts = 4 if smoke else 64
 
     # --- probes ---
     c.probes = ml_collections.ConfigDict()

@@ -219,9 +219,8 @@ def steering_value(
             tolerance=b.get("steer_tolerance"), num_null=b.num_null if draws is not None else 0,
             seed=cfg.seed, request_weights=sample.request_weights,
         )  # fmt: skip
-        rel = scales.on_scale(d["estimate"], d["samples"], d["unsteered_rate"],
-                              d["unsteered_samples"],
-                              min_denominator=float(b.get("steer_min_rate", 0.0)))  # fmt: skip
+        # The relative value with the interval widened where feasibility is undecided.
+        rel = incremental.relative_interval(d, min_denominator=float(b.get("steer_min_rate", 0.0)))
         null = d.get("null", {}).get("null", [])
         ok_draws = _counts_in_draws(bad, draw_w) >= b.min_failures
         extra = {k: float(d[k]) for k in ("controls_rate", "emotion_rate", "unsteered_rate")}
