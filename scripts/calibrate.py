@@ -1,7 +1,7 @@
 r"""Calibration of the break rule as shipped, on simulated axes with known answers.
 
 Examples:
-  python scripts/calibrate.py --seeds=45               # docs/method.md's tables (~25 min, 2 cores)
+  python scripts/calibrate.py --seeds=60               # docs/method.md's tables (~18 min, 2 cores)
   python scripts/calibrate.py --quick --seeds=3        # small and fast (as in CI)
   python scripts/calibrate.py --validation --seeds=20  # placebo and spiked arms (issue 24)
   python scripts/calibrate.py --validation --seeds=2 \
@@ -34,7 +34,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = define_config_file(
     "config", os.path.join(_REPO, "configs", "zoo.py"), "The host of --validation (a config)."
 )
-_SEEDS = flags.DEFINE_integer("seeds", 45, "Simulated axes per scenario (seeds).")
+_SEEDS = flags.DEFINE_integer("seeds", 60, "Simulated axes per scenario (seeds).")
 _QUICK = flags.DEFINE_bool("quick", False, "Fewer requests, draws and truth prompts (CI).")
 _OUT = flags.DEFINE_string("out", "calibration.json", "Where to write the JSON results.")
 _VALIDATION = flags.DEFINE_bool(

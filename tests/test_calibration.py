@@ -26,7 +26,6 @@ from emojax import calibration as cal
 from emojax import workdir
 from emojax.calibration import axis, grids, world
 from emojax.metrics import incremental
-from emojax.pipeline import stratify
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAT = world.Latents()
@@ -66,17 +65,6 @@ def test_folds_group_requests_and_balance_failing_ones():
         sizes = np.bincount(f[present], minlength=5)
         bad = np.bincount(f[present & (failing > 0)], minlength=5)
         assert sizes.max() - sizes.min() <= 1 and bad.max() - bad.min() <= 1
-
-
-def test_stratum_weights_are_the_pipelines():
-    rng = np.random.default_rng(0)
-    m = rng.multinomial(40, np.full(40, 1 / 40), size=6).astype(float)
-    pop = rng.uniform(size=40) < 0.5
-    sample = pop & (rng.uniform(size=40) < 0.5)
-    ours = axis.stratum_weights(m, pop, sample)
-    np.testing.assert_array_equal(ours, stratify.stratum_weights(m, pop, sample))
-    # Each draw's sample carries its stratum's population in that draw.
-    np.testing.assert_allclose(ours.sum(1), (m * pop).sum(1))
 
 
 @pytest.mark.parametrize("tolerance", [None, 0.05])

@@ -13,7 +13,7 @@ is computed (Φ of the latent model for Δ_steer, a 400,000-prompt sample for Δ
 simulator the Δ_steer tests use and the random-arm check on a real sweep.
 """
 
-from emojax.calibration.axis import simulate_axis, stratum_weights
+from emojax.calibration.axis import simulate_axis
 from emojax.calibration.grids import Arms, build_arms, plant, true_steer
 from emojax.calibration.monitor import (
     delta_mon_numpy,
@@ -69,7 +69,6 @@ __all__ = [
     "simulate_random_grids",
     "simulate_steer",
     "stratified_grouped_folds",
-    "stratum_weights",
     "sweep_calibration",
     "sweep_table",
     "true_delta",

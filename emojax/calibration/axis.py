@@ -15,7 +15,7 @@ At every point and for each failure type (as `emojax.pipeline.values` does):
 * Δ_steer: requests stratified by their unsteered outcome (`failing_requests` failing and
   `ok_requests` non-failing, all when fewer, the same request order at every point), every
   cue variant steered, weights stratum population / stratum sample (recomputed in every draw
-  from its multiplicities, as `emojax.pipeline.stratify.stratum_weights`); the real
+  from its multiplicities, `emojax.stats.stratum_weights`, as the pipeline does); the real
   `emojax.metrics.incremental.delta_steer` (cross-fitted, cluster bootstrap, neutral prompts
   resampled, the other type's steered prompts bounding the choice by `tolerance`, the
   interval widened to the bounds of undecided feasibility) when at least `min_failures`
@@ -39,20 +39,7 @@ from emojax.calibration import grids, world
 from emojax.calibration.monitor import delta_mon_numpy
 from emojax.calibration.scenarios import Regime, Scenario
 from emojax.metrics import incremental, scales
-
-
-def stratum_weights(multiplicity: np.ndarray, population: np.ndarray, sample: np.ndarray):
-    """[..., U] weights of one stratum: m_u x Σ_pop m / Σ_sample m on the sample, else 0.
-
-    The formula of `emojax.pipeline.stratify.stratum_weights` (a test holds them equal;
-    calibration sits below the pipeline and may not import it).
-    """
-    m = np.asarray(multiplicity, np.float64)
-    pop = (m * population).sum(-1, keepdims=True)
-    smp = (m * sample).sum(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(smp > 0, pop / smp, 0.0)
-    return np.where(sample, m * scale, 0.0)
+from emojax.stats import stratum_weights
 
 
 def _flags(failure: np.ndarray, request: np.ndarray, num: int) -> tuple[np.ndarray, np.ndarray]:
