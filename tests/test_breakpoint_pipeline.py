@@ -125,7 +125,8 @@ def test_report_shows_types_and_estimability(run):
             n, failing = part.count(f"| {r['label']} |"), int(r[f"{t}_steered_failing"])
             assert min(3, failing) <= n <= 3 * (failing > 0), (t, r["label"], n)  # prompts
     # What was run, on what.
-    assert "* command: `python " in report and "* device: CPU: " in report
+    assert f"* command: `{rp.command_line()}`" in report and "* device: CPU: " in report
+    assert rp.command_line().startswith("python ")
     assert "cpu:0" not in report
     assert f"* commit: `{results.git_commit()}`" in report
     with open(os.path.join(workdir, "config.json")) as f:

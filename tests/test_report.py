@@ -248,6 +248,7 @@ def test_command_line_and_device_by_name():
     assert report.command_line(["/x/site-packages/pytest/__main__.py", "-q"]) == (
         "python -m pytest -q"
     )
+    assert report.command_line(["-c"]) == "python -c ..."  # pytest-xdist's workers
     name = report.device_name()
     assert name.startswith("CPU: ") and "cpu:0" not in name and "cores" in name
 

@@ -43,6 +43,8 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     if not argv:
         return "python"
     prog = argv[0]
+    if prog in ("-c", ""):  # python -c <program> (pytest-xdist's workers), or interactive
+        return shlex.join(["python", "-c", "..."] if prog else ["python"])
     if os.path.basename(prog) == "__main__.py":  # python -m <package>
         head = ["python", "-m", os.path.basename(os.path.dirname(prog))]
     else:
